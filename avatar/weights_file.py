@@ -1,0 +1,98 @@
+"""Reading weight files safely: Lightning ``.ckpt`` (pickled zip) or ``.safetensors``.
+
+Every failure names the file and says how to get a good one: a Git-LFS pointer (cloned without ``git lfs``),
+a truncated download, or a file that is not a checkpoint at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GET_WEIGHTS = "run `python -m agent download-files` (or `dystream download-files`) to fetch the official weights"
+LFS_POINTER_HEADER = b"version https://git-lfs.github.com/spec/v1"
+
+
+class CheckpointError(RuntimeError):
+    """A weight file that cannot be used; the message names the file and the fix."""
+
+
+def _check_readable(path: Path, what: str) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{what} not found at {path}: {GET_WEIGHTS}, or point the setting at the file")
+    if path.is_dir():
+        raise CheckpointError(f"{what} path {path} is a directory; it must be the checkpoint file itself")
+    with path.open("rb") as fh:
+        head = fh.read(len(LFS_POINTER_HEADER))
+    if head == LFS_POINTER_HEADER:
+        raise CheckpointError(
+            f"{what} at {path} is a Git-LFS pointer file ({path.stat().st_size} bytes), not the weights: "
+            f"run `git lfs pull` in that clone, or {GET_WEIGHTS}"
+        )
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{what} at {path} is empty: delete it and {GET_WEIGHTS}")
+
+
+def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, Any]:
+    """Load a checkpoint dict from ``path``.
+
+    ``.safetensors`` files are read without unpickling. ``.ckpt``/``.pt`` files are tried with
+    ``weights_only=True`` first; the official Lightning checkpoints need ``weights_only=False``, which is used
+    only as a fallback for a file that is a valid torch zip archive.
+    """
+    path = Path(path).expanduser()
+    _check_readable(path, what)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorsError
+        from safetensors.torch import load_file
+
+        try:
+            return {"state_dict": load_file(str(path))}
+        except (SafetensorsError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{what} at {path} is not a readable safetensors file ({exc}): {GET_WEIGHTS}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{what} at {path} is not a PyTorch checkpoint (no zip archive: truncated download or wrong file): "
+            f"delete it and {GET_WEIGHTS}"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first:  # noqa: BLE001 - classify below
+        if isinstance(first, (zipfile.BadZipFile, EOFError)) or "archive" in str(first):
+            raise CheckpointError(f"{what} at {path} is truncated or corrupt ({first}): delete it and {GET_WEIGHTS}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a broken file
+        raise CheckpointError(f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}")
+
+
+def state_dict_of(ckpt: Mapping[str, Any], path: Path | str, what: str) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` entry of a loaded checkpoint, or a clear error."""
+    sd = ckpt.get("state_dict") if isinstance(ckpt, Mapping) else None
+    if not isinstance(sd, Mapping) or not sd:
+        keys = list(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"{what} at {path} has no 'state_dict' (found {keys}): is it the right file?")
+    return dict(sd)
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], out: str | os.PathLike[str]) -> Path:
+    """Write ``tensors`` to ``out`` atomically (temp file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

@@ -1,0 +1,152 @@
+"""The one settings tree of the project.
+
+Every value can be set in the environment with the prefix ``DYSTREAM_`` and ``__`` between nested names
+(``DYSTREAM_MODEL__DEVICE=cuda``, ``DYSTREAM_STREAM__LOOKAHEAD_OTHER_MS=80``) or in a ``.env`` file. The LiveKit
+connection also reads the variables every LiveKit tool uses (``LIVEKIT_URL``, ``LIVEKIT_API_KEY``,
+``LIVEKIT_API_SECRET``). Nothing else in the project reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CACHE = Path.home() / ".cache" / "dystream"
+
+
+class ModelSettings(BaseModel):
+    """Where the weights are, where the model runs, and how it samples."""
+
+    checkpoints_dir: Path = Field(DEFAULT_CACHE / "weights", description="root of the downloaded weights")
+    motion_checkpoint: Path | None = Field(
+        None, description="motion generator (.ckpt or .safetensors); default: checkpoints_dir/checkpoints/last.*"
+    )
+    renderer_checkpoint: Path | None = Field(
+        None, description="LIA renderer; default: checkpoints_dir/tools/pretrained_model/epoch=0-step=312000.*"
+    )
+    face_landmarker: Path | None = Field(
+        None, description="MediaPipe face_landmarker.task; default: checkpoints_dir/face_landmarker.task"
+    )
+    portrait_cache_dir: Path = Field(DEFAULT_CACHE / "portraits", description="cached m0 + appearance volumes")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1 ...")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    allow_tf32: bool = True
+    steps: int = Field(5, ge=1, le=20, description="FlowMatchEuler sampler steps")
+    cfg_audio: float = 0.5
+    cfg_audio_other: float = 0.5
+    cfg_anchor: float = 0.0
+    cfg_all: float = 1.0
+    seed: int | None = Field(None, description="noise seed; None draws a fresh one")
+    hf_repo: str = "robinwitch/DyStream"
+    hf_revision: str | None = None
+    wav2vec_repo: str = "facebook/wav2vec2-base-960h"
+    face_landmarker_url: str = (
+        "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
+        "face_landmarker.task"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, value: str) -> str:
+        if not (value == "cpu" or value == "mps" or value.startswith("cuda")):
+            raise ValueError(f"unknown device {value!r}: use cpu, cuda or cuda:N (DYSTREAM_MODEL__DEVICE)")
+        return value
+
+    @property
+    def motion_checkpoint_path(self) -> Path:
+        return self.motion_checkpoint or self.checkpoints_dir / "checkpoints" / "last.ckpt"
+
+    @property
+    def renderer_checkpoint_path(self) -> Path:
+        default = self.checkpoints_dir / "tools" / "pretrained_model" / "epoch=0-step=312000.ckpt"
+        return self.renderer_checkpoint or default
+
+    @property
+    def face_landmarker_path(self) -> Path:
+        return self.face_landmarker or self.checkpoints_dir / "face_landmarker.task"
+
+
+class StreamSettings(BaseModel):
+    """The real-time engine: lookahead, audio context and queue sizes."""
+
+    fps: int = Field(25, description="output frame rate; DyStream is trained at 25")
+    lookahead_self_ms: int = Field(60, ge=0, le=200)
+    lookahead_other_ms: int = Field(60, ge=0, le=200)
+    left_context_ms: int = Field(2000, ge=0, description="wav2vec left context per stream")
+    max_queued_self_s: float = Field(30.0, gt=0, description="TTS audio buffered ahead of playout")
+    max_other_backlog_ms: int = Field(200, ge=40, description="user audio kept beyond lookahead before dropping")
+    frame_queue: int = Field(3, ge=1, description="rendered frames waiting for the publisher")
+
+
+class VadSettings(BaseModel):
+    """Voice activity on the user's and the agent's audio, and the state machine built on it."""
+
+    backend: Literal["silero", "webrtc"] = "silero"
+    threshold: float = Field(0.5, ge=0, le=1, description="silero speech probability")
+    webrtc_aggressiveness: int = Field(2, ge=0, le=3)
+    start_ms: int = Field(60, ge=0, description="speech must last this long to count (hysteresis on)")
+    stop_ms: int = Field(400, ge=0, description="silence must last this long to end speech (hysteresis off)")
+    gate_self: bool = Field(False, description="feed exact zeros to the self stream outside detected speech")
+    gate_other: bool = Field(True, description="feed exact zeros to the other stream outside detected speech")
+
+
+class LiveKitSettings(BaseModel):
+    url: str = Field("", validation_alias=AliasChoices("url", "LIVEKIT_URL"))
+    api_key: str = Field("", validation_alias=AliasChoices("api_key", "LIVEKIT_API_KEY"))
+    api_secret: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("api_secret", "LIVEKIT_API_SECRET"))
+
+
+class AvatarSettings(BaseModel):
+    """What the avatar looks like and how it joins a call."""
+
+    portrait: Path | None = Field(None, description="reference portrait image")
+    mode: Literal["in-process", "remote"] = "in-process"
+    avatar_agent_name: str = Field("dystream-avatar", description="agent name of the remote avatar worker")
+    identity: str = "dystream-avatar"
+    random_weights: bool = Field(False, description="untrained model (tests, demos without weights)")
+    size: Literal["full", "tiny"] = Field("full", description="tiny: small random model for tests")
+    diagnostic_overlay: bool = Field(False, description="flash a patch on frames whose audio carries a beep")
+
+
+class AgentSettings(BaseModel):
+    """The voice pipeline. Without speech services the agent greets and answers with configured audio."""
+
+    agent_name: str = ""
+    stt: str | None = Field(None, description="livekit inference STT model, e.g. deepgram/nova-3")
+    llm: str | None = Field(None, description="livekit inference LLM, e.g. openai/gpt-4.1-mini")
+    tts: str | None = Field(None, description="livekit inference TTS, e.g. cartesia/sonic-2")
+    instructions: str = "You are a friendly assistant with a face. Keep answers short."
+    greeting_audio: Path | None = None
+    greeting_text: str = "Hello! I am listening."
+    reply_clips: list[Path] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DYSTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    livekit: LiveKitSettings = Field(default_factory=LiveKitSettings)
+    avatar: AvatarSettings = Field(default_factory=AvatarSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+    parity_dir: Path = Field(Path("../shared/parity"), description="golden outputs of the official code")
+    samples_dir: Path = Field(Path("../shared/samples"), description="official example portrait and audio")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

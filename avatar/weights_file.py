@@ -15,11 +15,15 @@ from typing import Any
 
 import torch
 
-GET_WEIGHTS = "run `python -m agent download-files` (or `dystream download-files`) to fetch the official weights"
+from avatar.errors import InputError
+
+GET_WEIGHTS = (
+    "run `python -m agent download-files` (or `dystream download-files`) to fetch the official weights"
+)
 LFS_POINTER_HEADER = b"version https://git-lfs.github.com/spec/v1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A weight file that cannot be used; the message names the file and the fix."""
 
 
@@ -55,7 +59,9 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
         try:
             return {"state_dict": load_file(str(path))}
         except (SafetensorsError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{what} at {path} is not a readable safetensors file ({exc}): {GET_WEIGHTS}")
+            raise CheckpointError(
+                f"{what} at {path} is not a readable safetensors file ({exc}): {GET_WEIGHTS}"
+            )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{what} at {path} is not a PyTorch checkpoint (no zip archive: truncated download or wrong file): "
@@ -65,11 +71,15 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first:  # noqa: BLE001 - classify below
         if isinstance(first, (zipfile.BadZipFile, EOFError)) or "archive" in str(first):
-            raise CheckpointError(f"{what} at {path} is truncated or corrupt ({first}): delete it and {GET_WEIGHTS}")
+            raise CheckpointError(
+                f"{what} at {path} is truncated or corrupt ({first}): delete it and {GET_WEIGHTS}"
+            )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any failure here is a broken file
-        raise CheckpointError(f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}")
+        raise CheckpointError(
+            f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}"
+        )
 
 
 def state_dict_of(ckpt: Mapping[str, Any], path: Path | str, what: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,49 @@
+"""`python -m agent` / `dystream`: the command line of the DyStream LiveKit avatar.
+
+Each sub-command lives in `agent/commands/<name>.py` with `add_parser(subparsers)` and `run(args) -> int`.
+Errors a user can fix are printed as one line (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["render", "download-files", "token", "dev", "start", "connect", "avatar-worker"]
+
+
+def _load(name: str):
+    return importlib.import_module(f"agent.commands.{name.replace('-', '_')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dystream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = _load(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"agent.commands.{name.replace('-', '_')}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agent.errors import UserError
+    from avatar.errors import InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (UserError, InputError) as exc:
+        print(f"dystream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

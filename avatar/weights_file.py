@@ -17,9 +17,7 @@ import torch
 
 from avatar.errors import InputError
 
-GET_WEIGHTS = (
-    "run `python -m agent download-files` (or `dystream download-files`) to fetch the official weights"
-)
+GET_WEIGHTS = "run `python -m agent download-files` (or `dystream download-files`) to fetch the official weights"
 LFS_POINTER_HEADER = b"version https://git-lfs.github.com/spec/v1"
 
 
@@ -61,7 +59,7 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
         except (SafetensorsError, OSError, ValueError) as exc:
             raise CheckpointError(
                 f"{what} at {path} is not a readable safetensors file ({exc}): {GET_WEIGHTS}"
-            )
+            ) from exc
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{what} at {path} is not a PyTorch checkpoint (no zip archive: truncated download or wrong file): "
@@ -73,13 +71,11 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
         if isinstance(first, (zipfile.BadZipFile, EOFError)) or "archive" in str(first):
             raise CheckpointError(
                 f"{what} at {path} is truncated or corrupt ({first}): delete it and {GET_WEIGHTS}"
-            )
+            ) from first
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any failure here is a broken file
-        raise CheckpointError(
-            f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}"
-        )
+        raise CheckpointError(f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}") from exc
 
 
 def state_dict_of(ckpt: Mapping[str, Any], path: Path | str, what: str) -> dict[str, torch.Tensor]:

@@ -33,9 +33,7 @@ class ModelSettings(BaseModel):
     face_landmarker: Path | None = Field(
         None, description="MediaPipe face_landmarker.task; default: checkpoints_dir/face_landmarker.task"
     )
-    portrait_cache_dir: Path = Field(
-        DEFAULT_CACHE / "portraits", description="cached m0 + appearance volumes"
-    )
+    portrait_cache_dir: Path = Field(DEFAULT_CACHE / "portraits", description="cached m0 + appearance volumes")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1 ...")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     allow_tf32: bool = True
@@ -49,8 +47,7 @@ class ModelSettings(BaseModel):
     hf_revision: str | None = None
     wav2vec_repo: str = "facebook/wav2vec2-base-960h"
     face_landmarker_url: str = (
-        "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
-        "face_landmarker.task"
+        "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
     )
 
     @field_validator("device")
@@ -82,9 +79,7 @@ class StreamSettings(BaseModel):
     lookahead_other_ms: int = Field(60, ge=0, le=200)
     left_context_ms: int = Field(2000, ge=0, description="wav2vec left context per stream")
     max_queued_self_s: float = Field(30.0, gt=0, description="TTS audio buffered ahead of playout")
-    max_other_backlog_ms: int = Field(
-        200, ge=40, description="user audio kept beyond lookahead before dropping"
-    )
+    max_other_backlog_ms: int = Field(200, ge=40, description="user audio kept beyond lookahead before dropping")
     frame_queue: int = Field(3, ge=1, description="rendered frames waiting for the publisher")
 
 
@@ -103,9 +98,7 @@ class VadSettings(BaseModel):
 class LiveKitSettings(BaseModel):
     url: str = Field("", validation_alias=AliasChoices("url", "LIVEKIT_URL"))
     api_key: str = Field("", validation_alias=AliasChoices("api_key", "LIVEKIT_API_KEY"))
-    api_secret: SecretStr = Field(
-        SecretStr(""), validation_alias=AliasChoices("api_secret", "LIVEKIT_API_SECRET")
-    )
+    api_secret: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("api_secret", "LIVEKIT_API_SECRET"))
 
 
 class AvatarSettings(BaseModel):

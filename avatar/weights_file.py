@@ -51,12 +51,12 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
     path = Path(path).expanduser()
     _check_readable(path, what)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return {"state_dict": load_file(str(path))}
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
                 f"{what} at {path} is not a readable safetensors file ({exc}): {GET_WEIGHTS}"
             ) from exc
@@ -87,8 +87,10 @@ def state_dict_of(ckpt: Mapping[str, Any], path: Path | str, what: str) -> dict[
     return dict(sd)
 
 
-def save_safetensors(tensors: Mapping[str, torch.Tensor], out: str | os.PathLike[str]) -> Path:
-    """Write ``tensors`` to ``out`` atomically (temp file in the same folder, then rename)."""
+def save_safetensors(
+    tensors: Mapping[str, torch.Tensor], out: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``tensors`` (and optional string ``metadata``) to ``out`` atomically (temp file, then rename)."""
     from safetensors.torch import save_file
 
     out = Path(out).expanduser()
@@ -96,7 +98,7 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], out: str | os.PathLike
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=dict(metadata or {}))
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

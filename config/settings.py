@@ -8,12 +8,14 @@ connection also reads the variables every LiveKit tool uses (``LIVEKIT_URL``, ``
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dystream"
 
@@ -81,6 +83,11 @@ class StreamSettings(BaseModel):
     max_queued_self_s: float = Field(30.0, gt=0, description="TTS audio buffered ahead of playout")
     max_other_backlog_ms: int = Field(200, ge=40, description="user audio kept beyond lookahead before dropping")
     frame_queue: int = Field(3, ge=1, description="rendered frames waiting for the publisher")
+    run_ahead_ms: float = Field(40, ge=0, le=200, description="how far ahead of its slot a frame may be produced")
+    cuda_graphs: bool = Field(True, description="replay the transformer and flow-head steps from CUDA graphs on a GPU")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads, set process-wide when the engine starts (None: torch's)"
+    )
 
 
 class VadSettings(BaseModel):
@@ -111,6 +118,10 @@ class AvatarSettings(BaseModel):
     random_weights: bool = Field(False, description="untrained model (tests, demos without weights)")
     size: Literal["full", "tiny"] = Field("full", description="tiny: small random model for tests")
     diagnostic_overlay: bool = Field(False, description="flash a patch on frames whose audio carries a beep")
+    metrics_interval_s: float = Field(10.0, gt=0, description="how often the session metrics summary is logged")
+    max_sessions_per_worker: int = Field(
+        1, ge=1, description="avatar sessions one remote avatar worker runs at once (its load is active / this)"
+    )
 
 
 class AgentSettings(BaseModel):
@@ -124,6 +135,40 @@ class AgentSettings(BaseModel):
     greeting_audio: Path | None = None
     greeting_text: str = "Hello! I am listening."
     reply_clips: list[Path] = Field(default_factory=list)
+    reply_delay_s: float = Field(0.6, ge=0, description="offline: silence after the user's turn before answering")
+    events_file: Path | None = Field(None, description="append the agent's conversation events here as JSON lines")
+    http_port: int = Field(8081, ge=0, le=65535, description="the worker's health endpoint (GET / answers OK)")
+    idle_processes: int | None = Field(
+        None, ge=0, description="job processes kept warm (model loaded); default: livekit's (0 for dev, up to 4)"
+    )
+    initialize_timeout_s: float = Field(180.0, gt=0, description="time a job process has to load the model")
+    max_jobs: int | None = Field(
+        None, ge=1, description="conversations per agent worker; its load is then active/max_jobs (default: CPU load)"
+    )
+
+
+LIVEKIT_VARIABLES = {"url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
+
+
+class _LiveKitVariables(PydanticBaseSettingsSource):
+    """``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET`` (environment, then ``.env``) for ``livekit``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Any) -> None:
+        super().__init__(settings_cls)
+        self.env_file = env_file
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env_file = self.env_file
+        dotenv = dotenv_values(env_file) if env_file and Path(str(env_file)).is_file() else {}
+        values = {}
+        for name, variable in LIVEKIT_VARIABLES.items():
+            value = os.environ.get(variable) or dotenv.get(variable)
+            if value:
+                values[name] = value
+        return {"livekit": values} if values else {}
 
 
 class Settings(BaseSettings):
@@ -145,6 +190,19 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     parity_dir: Path = Field(Path("../shared/parity"), description="golden outputs of the official code")
     samples_dir: Path = Field(Path("../shared/samples"), description="official example portrait and audio")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # DYSTREAM_LIVEKIT__URL and friends win over LIVEKIT_URL and friends
+        livekit = _LiveKitVariables(settings_cls, getattr(dotenv_settings, "env_file", None))
+        return init_settings, env_settings, livekit, dotenv_settings, file_secret_settings
 
 
 @lru_cache(maxsize=1)

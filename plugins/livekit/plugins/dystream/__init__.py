@@ -1,5 +1,54 @@
-"""DyStream avatar plugin for livekit-agents."""
+"""DyStream avatar plugin for livekit-agents: a talking *and listening* avatar from one portrait.
 
+    from livekit.plugins import dystream
+
+    avatar = dystream.AvatarSession(portrait="me.png")
+    await avatar.start(session, room=ctx.room)       # before session.start(...)
+
+``download_files()`` of the registered plugin fetches the weights, so ``python -m livekit.agents download-files``
+(or ``python agent.py download-files``) prepares a machine like it does for any other plugin.
+"""
+
+from livekit.agents import Plugin
+
+from .avatar import AvatarSession
+from .generator import DyStreamVideoGenerator
+from .listener import UserListener
+from .log import stdlib_logger
+from .metrics import FrameMetrics, SessionMetrics
+from .models import load_models
+from .remote import accept_avatar_job, avatar_worker_load, dispatch_avatar, run_avatar_job
+from .state import AvatarState, ConversationState, StateChangedEvent
+from .state_attribute import ATTRIBUTE_STATE
 from .version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "ATTRIBUTE_STATE",
+    "AvatarSession",
+    "AvatarState",
+    "ConversationState",
+    "DyStreamVideoGenerator",
+    "FrameMetrics",
+    "SessionMetrics",
+    "StateChangedEvent",
+    "UserListener",
+    "__version__",
+    "accept_avatar_job",
+    "avatar_worker_load",
+    "dispatch_avatar",
+    "load_models",
+    "run_avatar_job",
+]
+
+
+class DyStreamPlugin(Plugin):
+    def __init__(self) -> None:
+        super().__init__(__name__, __version__, __package__, stdlib_logger)
+
+    def download_files(self) -> None:
+        from avatar.download import download_files
+
+        download_files()
+
+
+Plugin.register_plugin(DyStreamPlugin())

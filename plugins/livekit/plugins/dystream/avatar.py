@@ -1,0 +1,265 @@
+"""``AvatarSession``: the DyStream avatar joins any livekit-agents voice agent in two lines.
+
+    avatar = dystream.AvatarSession(portrait="me.png")
+    await avatar.start(session, room=ctx.room)          # before session.start(...)
+
+Two modes (``mode=`` or ``settings.avatar.mode``):
+
+- ``"in-process"`` (default): the avatar runs inside the agent's job. The agent's speech goes to a
+  ``QueueAudioOutput(sample_rate=16000, wait_playback_start=True)`` read by an ``AvatarRunner`` driving our
+  generator; the agent's own participant publishes ``avatar_audio``/``avatar_video``. The models are loaded once
+  per process (``load_models``, ideally from the prewarm hook). ``aclose()`` never asks the server to remove a
+  participant: the avatar's identity is the agent's own.
+- ``"remote"``: a separate avatar worker is dispatched into the room by LiveKit (see ``remote.py``); the agent
+  streams its speech to it with ``DataStreamAudioOutput(..., wait_remote_track=KIND_VIDEO,
+  wait_playback_start=True)``. ``aclose()`` removes the avatar worker's participant (the base class does).
+
+Metrics: ``AvatarMetrics`` (avatar joined, playback latency) from the base class, and our ``FrameMetrics`` /
+``SessionMetrics`` as ``"metrics_collected"`` events of this session (in-process; a remote worker logs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice.avatar import AvatarSession as _BaseAvatarSession
+from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
+
+from config.settings import Settings, get_settings
+
+from .log import logger
+from .metrics import FrameMetrics, SessionMetrics
+from .models import load_models, prepare_portrait
+from .pcm import SAMPLE_RATE
+from .pipeline import AvatarPipeline
+from .remote import DispatchInfo, dispatch_avatar
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentSession
+    from PIL import Image
+
+PortraitInput: TypeAlias = "str | os.PathLike[str] | np.ndarray | Image.Image"
+Mode = Literal["in-process", "remote"]
+
+
+def configure(
+    settings: Settings,
+    *,
+    checkpoints: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    fps: int | None = None,
+    lookahead_ms: int | None = None,
+    steps: int | None = None,
+    vad: Literal["silero", "webrtc"] | None = None,
+    mode: Mode | None = None,
+    random_weights: bool | None = None,
+    size: Literal["full", "tiny"] | None = None,
+    identity: str | None = None,
+    avatar_agent_name: str | None = None,
+) -> Settings:
+    """``settings`` with the given options applied (``None`` keeps the setting)."""
+
+    def changed(section: Any, **values: Any) -> Any:
+        values = {k: v for k, v in values.items() if v is not None}
+        return section.model_validate({**section.model_dump(), **values}) if values else section
+
+    lookahead = {"lookahead_self_ms": lookahead_ms, "lookahead_other_ms": lookahead_ms}
+    return settings.model_copy(
+        update={
+            "model": changed(
+                settings.model, checkpoints_dir=Path(checkpoints) if checkpoints else None, device=device, steps=steps
+            ),
+            "stream": changed(settings.stream, fps=fps, **lookahead),
+            "vad": changed(settings.vad, backend=vad),
+            "avatar": changed(
+                settings.avatar,
+                mode=mode,
+                random_weights=random_weights,
+                size=size,
+                identity=identity,
+                avatar_agent_name=avatar_agent_name,
+            ),
+        }
+    )
+
+
+async def build_engine(portrait: PortraitInput | None, settings: Settings) -> tuple[Any, tuple[int, int]]:
+    """An ``AvatarStream`` for ``portrait`` with the process's models, and its video size (width, height)."""
+    from avatar.stream import AvatarStream
+
+    avatar = settings.avatar
+    models = await asyncio.to_thread(
+        load_models, settings.model, random_weights=avatar.random_weights, size=avatar.size
+    )
+    state = await asyncio.to_thread(prepare_portrait, portrait, models, settings)
+    engine = AvatarStream(
+        models.motion,
+        models.renderer,
+        state,
+        stream=settings.stream,
+        model=settings.model,
+        noise_seed=settings.model.seed,
+    )
+    size = models.renderer.config.image_size  # frames are square, the renderer's output size
+    return engine, (size, size)
+
+
+def linked_user(agent_session: AgentSession) -> str | None:
+    """The user the agent session listens to, once its RoomIO has linked one."""
+    try:
+        participant = agent_session.room_io.linked_participant
+    except RuntimeError:  # the session has not started (with a room) yet
+        return None
+    return participant.identity if participant is not None else None
+
+
+class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
+    """The DyStream avatar for an ``AgentSession``; options default to ``config.get_settings()``."""
+
+    def __init__(
+        self,
+        *,
+        portrait: PortraitInput | None = None,
+        checkpoints: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        fps: int | None = None,
+        lookahead_ms: int | None = None,
+        steps: int | None = None,
+        vad: Literal["silero", "webrtc"] | None = None,
+        mode: Mode | None = None,
+        random_weights: bool | None = None,
+        size: Literal["full", "tiny"] | None = None,
+        avatar_identity: str | None = None,
+        avatar_agent_name: str | None = None,
+        settings: Settings | None = None,
+        livekit_url: str | None = None,
+        livekit_api_key: str | None = None,
+        livekit_api_secret: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._settings = configure(
+            settings or get_settings(),
+            checkpoints=checkpoints,
+            device=device,
+            fps=fps,
+            lookahead_ms=lookahead_ms,
+            steps=steps,
+            vad=vad,
+            mode=mode,
+            random_weights=random_weights,
+            size=size,
+            identity=avatar_identity,
+            avatar_agent_name=avatar_agent_name,
+        )
+        self._portrait = portrait if portrait is not None else self._settings.avatar.portrait
+        if self.mode == "remote" and self._portrait is not None and not isinstance(self._portrait, str | os.PathLike):
+            raise ValueError(
+                "in remote mode the portrait must be a file path the avatar worker can read "
+                f"(got {type(self._portrait).__name__}); save the image and pass its path"
+            )
+        self._credentials = (livekit_url, livekit_api_key, livekit_api_secret)
+        self._pipeline: AvatarPipeline | None = None
+        self._audio_output: QueueAudioOutput | DataStreamAudioOutput | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return self._settings.avatar.mode
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def provider(self) -> str:
+        return "dystream"
+
+    @property
+    def avatar_identity(self) -> str:
+        if self.mode == "in-process" and self._room is not None:
+            return self._room.local_participant.identity  # the agent publishes the avatar's tracks itself
+        return self._settings.avatar.identity
+
+    @property
+    def pipeline(self) -> AvatarPipeline | None:
+        """The running avatar (in-process mode)."""
+        return self._pipeline
+
+    @property
+    def audio_output(self) -> QueueAudioOutput | DataStreamAudioOutput | None:
+        """Where the agent's speech goes (set as the session's audio tail by ``start``)."""
+        return self._audio_output
+
+    async def start(self, agent_session: AgentSession, room: rtc.Room) -> None:
+        await super().start(agent_session, room)
+        if self.mode == "in-process":
+            await self._start_in_process(agent_session, room)
+        else:
+            await self._start_remote(agent_session, room)
+        assert self._audio_output is not None
+        agent_session.output.replace_audio_tail(self._audio_output)
+
+    async def _start_in_process(self, agent_session: AgentSession, room: rtc.Room) -> None:
+        engine, size = await build_engine(self._portrait, self._settings)
+        audio = QueueAudioOutput(sample_rate=SAMPLE_RATE, wait_playback_start=True)
+        self._pipeline = await AvatarPipeline.start(
+            room,
+            audio,
+            engine,
+            settings=self._settings,
+            video_size=size,
+            agent_identity=room.local_participant.identity,
+            linked_identity=lambda: linked_user(agent_session),
+            emit=self._emit_dystream_metrics,
+        )
+        self._audio_output = audio
+
+    async def _start_remote(self, agent_session: AgentSession, room: rtc.Room) -> None:
+        info = DispatchInfo(
+            agent_identity=room.local_participant.identity,
+            avatar_identity=self._settings.avatar.identity,
+            user_identity=linked_user(agent_session),
+            portrait=str(self._portrait) if self._portrait is not None else None,
+            options=self._remote_options(),
+        )
+        url, key, secret = self._credentials
+        await dispatch_avatar(room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret)
+        self._audio_output = DataStreamAudioOutput(
+            room,
+            destination_identity=info.avatar_identity,
+            sample_rate=SAMPLE_RATE,
+            wait_remote_track=rtc.TrackKind.KIND_VIDEO,
+            wait_playback_start=True,
+        )
+
+    def _remote_options(self) -> dict[str, Any]:
+        """The settings the avatar worker takes from the agent (paths and devices stay the worker's own)."""
+        s = self._settings
+        return {
+            "model.steps": s.model.steps,
+            "stream.fps": s.stream.fps,
+            "stream.lookahead_self_ms": s.stream.lookahead_self_ms,
+            "stream.lookahead_other_ms": s.stream.lookahead_other_ms,
+            "vad.backend": s.vad.backend,
+            "avatar.random_weights": s.avatar.random_weights,
+            "avatar.size": s.avatar.size,
+            "avatar.diagnostic_overlay": s.avatar.diagnostic_overlay,
+        }
+
+    def _emit_dystream_metrics(self, metrics: FrameMetrics | SessionMetrics) -> None:
+        self.emit("metrics_collected", metrics)
+
+    async def aclose(self) -> None:
+        if self.mode == "in-process" and self._room is not None:
+            # the base class would ask the server to remove `avatar_identity`: here, that is the agent itself
+            self._room.off("connection_state_changed", self._on_connection_state_changed)
+            self._room = None
+        await super().aclose()
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            await pipeline.aclose()
+        logger.info("avatar session closed", mode=self.mode)

@@ -1,0 +1,199 @@
+"""Remote mode: the avatar runs in its own LiveKit agent worker, dispatched into the agent's room by LiveKit.
+
+Agent side (``AvatarSession(mode="remote")``): ``dispatch_avatar`` asks LiveKit's agent dispatch service for a job
+of the avatar worker's agent name in this room (``CreateAgentDispatchRequest``), with JSON metadata saying which
+agent to serve and under which identity (``DispatchInfo``). LiveKit picks the least loaded avatar worker: GPU
+machines scale out by running more of them, each reporting ``active sessions / settings.avatar.max_sessions_per_
+worker`` as its load (``avatar_worker_load``). The agent then streams its speech with ``DataStreamAudioOutput``.
+
+Avatar worker side (``agent/avatar_worker.py`` registers these): ``accept_avatar_job`` accepts the job under the
+identity the agent expects, with the attribute ``lk.publish_on_behalf`` = the agent's identity (so clients and
+the agent's RoomIO treat the avatar's tracks as the agent's); the job's token is scoped to that room by LiveKit.
+``run_avatar_job`` connects, receives the speech with ``DataStreamAudioReceiver(room, sender_identity=agent)``,
+answers ``lk.playback_started`` / ``lk.playback_finished`` (the runner does, through the receiver), listens to the
+user, publishes ``avatar_audio``/``avatar_video``, and leaves when the agent leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from livekit import api, rtc
+from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
+
+from config.settings import Settings, get_settings
+
+from .log import logger
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentServer, JobContext, JobRequest
+
+    from .pipeline import AvatarPipeline
+
+BuildEngine = Callable[[Any, Settings], Awaitable[tuple[Any, tuple[int, int]]]]
+_active_sessions = 0
+AGENT_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class DispatchInfo:
+    """What the agent tells the avatar worker, as the dispatch's JSON metadata."""
+
+    agent_identity: str
+    avatar_identity: str
+    user_identity: str | None = None
+    portrait: str | None = None  # a path the avatar worker can read; None: its own settings.avatar.portrait
+    options: dict[str, Any] = field(default_factory=dict)  # settings overrides, see `apply`
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, metadata: str) -> DispatchInfo:
+        try:
+            data = json.loads(metadata or "{}")
+            info = cls(**data)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"avatar job metadata is not a DyStream dispatch ({error}): dispatch the avatar worker with "
+                "livekit.plugins.dystream.dispatch_avatar (AvatarSession(mode='remote') does)"
+            ) from error
+        if not info.agent_identity or not info.avatar_identity:
+            raise ValueError("avatar job metadata lacks agent_identity/avatar_identity: use dispatch_avatar")
+        return info
+
+    def apply(self, settings: Settings) -> Settings:
+        """``settings`` with the agent's choices (sampler steps, lookahead, VAD, fps, model size...) applied."""
+        sections: dict[str, dict[str, Any]] = {}
+        for dotted, value in self.options.items():
+            section, _, name = dotted.partition(".")
+            if section not in ("model", "stream", "vad", "avatar") or not name:
+                raise ValueError(f"unknown avatar option {dotted!r} in the dispatch metadata")
+            sections.setdefault(section, {})[name] = value
+        update = {}
+        for section, values in sections.items():
+            current = getattr(settings, section)
+            update[section] = current.model_validate({**current.model_dump(), **values})  # validated, not trusted
+        return settings.model_copy(update=update)
+
+
+async def dispatch_avatar(
+    room_name: str,
+    info: DispatchInfo,
+    *,
+    agent_name: str | None = None,
+    settings: Settings | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+) -> api.AgentDispatch:
+    """Ask LiveKit to dispatch an avatar worker (agent name ``settings.avatar.avatar_agent_name``) into the room."""
+    settings = settings or get_settings()
+    agent_name = agent_name or settings.avatar.avatar_agent_name
+    url = url or settings.livekit.url or None
+    api_key = api_key or settings.livekit.api_key or None
+    api_secret = api_secret or settings.livekit.api_secret.get_secret_value() or None
+    request = api.CreateAgentDispatchRequest(
+        agent_name=agent_name,
+        room=room_name,
+        metadata=info.to_json(),
+        attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: info.agent_identity},
+    )
+    try:
+        async with api.LiveKitAPI(url, api_key, api_secret) as lkapi:
+            dispatch = await lkapi.agent_dispatch.create_dispatch(request)
+    except ValueError as error:  # missing url / key / secret
+        raise ValueError(
+            f"cannot dispatch the avatar worker: {error}; set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+        ) from error
+    logger.info("avatar worker dispatched", agent_name=agent_name, room=room_name, dispatch_id=dispatch.id)
+    return dispatch
+
+
+async def accept_avatar_job(request: JobRequest) -> None:
+    """The avatar worker's ``on_request``: join as the identity the agent expects, publishing on its behalf."""
+    try:
+        info = DispatchInfo.from_json(request.job.metadata)
+    except ValueError as error:
+        logger.error("rejecting avatar job", error=str(error), room=request.room.name)
+        await request.reject()
+        return
+    await request.accept(
+        name="DyStream avatar",
+        identity=info.avatar_identity,
+        attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: info.agent_identity},
+    )
+
+
+def avatar_worker_load(server: AgentServer | None = None) -> float:
+    """The worker's load for LiveKit's balancing: active avatar sessions over the sessions it may run."""
+    limit = get_settings().avatar.max_sessions_per_worker
+    active = len(server.active_jobs) if server is not None else _active_sessions
+    return min(1.0, active / limit)
+
+
+async def run_avatar_job(
+    ctx: JobContext, *, settings: Settings | None = None, build: BuildEngine | None = None
+) -> AvatarPipeline | None:
+    """The avatar worker's job entrypoint: connect, build the avatar, serve the agent until it leaves.
+
+    ``build(portrait, settings) -> (engine, (width, height))`` makes the engine; default ``avatar.build_engine``
+    (the process's cached models and the prepared portrait).
+    """
+    global _active_sessions
+    from livekit.agents import AutoSubscribe, utils
+    from livekit.agents.voice.avatar import DataStreamAudioReceiver
+
+    from .pipeline import AvatarPipeline
+
+    if build is None:
+        from .avatar import build_engine as build
+
+    info = DispatchInfo.from_json(ctx.job.metadata)
+    settings = info.apply(settings or get_settings())
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    room = ctx.room
+    local = room.local_participant
+    if local.attributes.get(ATTRIBUTE_PUBLISH_ON_BEHALF) != info.agent_identity:
+        await local.set_attributes({ATTRIBUTE_PUBLISH_ON_BEHALF: info.agent_identity})
+
+    try:
+        await asyncio.wait_for(utils.wait_for_participant(room=room, identity=info.agent_identity), AGENT_WAIT_S)
+    except TimeoutError:
+        logger.error("the agent to serve is not in the room", agent=info.agent_identity, room=room.name)
+        ctx.shutdown(reason="agent not in the room")
+        return None
+
+    portrait = Path(info.portrait) if info.portrait else None
+    engine, size = await build(portrait, settings)
+    receiver = DataStreamAudioReceiver(room, sender_identity=info.agent_identity)
+    pipeline = await AvatarPipeline.start(
+        room,
+        receiver,
+        engine,
+        settings=settings,
+        video_size=size,
+        agent_identity=info.agent_identity,
+        linked_identity=lambda: info.user_identity,
+    )
+    _active_sessions += 1
+
+    async def close() -> None:
+        global _active_sessions
+        _active_sessions -= 1
+        await pipeline.aclose()
+
+    ctx.add_shutdown_callback(close)
+
+    def on_participant_disconnected(participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == info.agent_identity:
+            logger.info("agent left: avatar leaving", agent=info.agent_identity)
+            ctx.shutdown(reason="agent left the room")
+
+    room.on("participant_disconnected", on_participant_disconnected)
+    return pipeline

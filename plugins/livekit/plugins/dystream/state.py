@@ -1,0 +1,117 @@
+"""Who is talking: the avatar's conversation state, idle / listening / speaking / both, from VAD with hysteresis.
+
+Each stream (``self``: the agent's voice as it plays; ``other``: the user's microphone) has its own hysteresis:
+speech must last ``settings.vad.start_ms`` to switch the stream on, silence must last ``settings.vad.stop_ms`` to
+switch it off. Time is audio time (the durations of the windows reported), so the machine behaves the same on a
+file as live. The combined state is
+
+    self off, other off -> idle         self on, other off -> speaking
+    self off, other on  -> listening    self on, other on  -> both
+
+Every change is emitted as a ``"state_changed"`` event (``StateChangedEvent``) and logged as one structlog event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from livekit import rtc
+
+from config.settings import VadSettings
+
+from .log import logger
+
+Stream = Literal["self", "other"]
+
+
+class AvatarState(StrEnum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    SPEAKING = "speaking"
+    BOTH = "both"
+
+    @classmethod
+    def of(cls, self_active: bool, other_active: bool) -> AvatarState:
+        if self_active and other_active:
+            return cls.BOTH
+        if self_active:
+            return cls.SPEAKING
+        return cls.LISTENING if other_active else cls.IDLE
+
+
+class SpeechHysteresis:
+    """On after ``start_ms`` of continuous speech, off after ``stop_ms`` of continuous silence."""
+
+    def __init__(self, start_ms: float, stop_ms: float) -> None:
+        if start_ms < 0 or stop_ms < 0:
+            raise ValueError(
+                f"VAD hysteresis must be >= 0 ms, got start_ms={start_ms}, stop_ms={stop_ms} "
+                "(DYSTREAM_VAD__START_MS / DYSTREAM_VAD__STOP_MS)"
+            )
+        self.start_ms = start_ms
+        self.stop_ms = stop_ms
+        self.active = False
+        self._run_ms = 0.0  # how long the input has disagreed with `active`
+
+    def update(self, speech: bool, duration_ms: float) -> bool:
+        """Feed ``duration_ms`` of audio classified as ``speech``; returns whether the stream is now on."""
+        if speech == self.active:
+            self._run_ms = 0.0
+            return self.active
+        self._run_ms += duration_ms
+        if self._run_ms >= (self.start_ms if speech else self.stop_ms):
+            self.active = speech
+            self._run_ms = 0.0
+        return self.active
+
+    def force_off(self) -> None:
+        self.active = False
+        self._run_ms = 0.0
+
+
+@dataclass(frozen=True)
+class StateChangedEvent:
+    old_state: AvatarState
+    new_state: AvatarState
+    stream: Stream  # the stream whose change caused it
+    created_at: float  # time.time()
+
+
+class ConversationState(rtc.EventEmitter[Literal["state_changed"]]):
+    """The state machine; ``update`` is called with each VAD window of either stream."""
+
+    def __init__(self, settings: VadSettings) -> None:
+        super().__init__()
+        self._streams: dict[Stream, SpeechHysteresis] = {
+            "self": SpeechHysteresis(settings.start_ms, settings.stop_ms),
+            "other": SpeechHysteresis(settings.start_ms, settings.stop_ms),
+        }
+        self.state = AvatarState.IDLE
+        self.changes = 0
+
+    def active(self, stream: Stream) -> bool:
+        return self._streams[stream].active
+
+    def update(self, stream: Stream, speech: bool, duration_ms: float) -> bool:
+        """Report ``duration_ms`` of ``stream`` classified as ``speech``; returns whether that stream is on."""
+        active = self._streams[stream].update(speech, duration_ms)
+        self._settle(stream)
+        return active
+
+    def end(self, stream: Stream) -> None:
+        """The stream stopped for certain (the agent was interrupted, the user left): off at once."""
+        self._streams[stream].force_off()
+        self._settle(stream)
+
+    def _settle(self, stream: Stream) -> None:
+        new = AvatarState.of(self._streams["self"].active, self._streams["other"].active)
+        if new is self.state:
+            return
+        event = StateChangedEvent(old_state=self.state, new_state=new, stream=stream, created_at=time.time())
+        self.state = new
+        self.changes += 1
+        logger.info("avatar state changed", old=event.old_state.value, new=new.value, stream=stream)
+        self.emit("state_changed", event)

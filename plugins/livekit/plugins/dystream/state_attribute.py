@@ -1,0 +1,65 @@
+"""Publishes the conversation state as the avatar participant's attribute ``dystream.state``.
+
+Writes are serialised and coalesced: while one ``set_attributes`` call is in flight, only the latest state is kept
+and written next, so a burst of changes never queues up stale writes. A failed write (room not connected yet, no
+permission) is retried every second for half a minute, logged, and never stops the avatar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from .log import logger
+from .state import ConversationState, StateChangedEvent
+
+ATTRIBUTE_STATE = "dystream.state"
+RETRY_S = 1.0
+RETRIES = 30
+
+
+class _Participant(Protocol):
+    async def set_attributes(self, attributes: dict[str, str]) -> None: ...
+
+
+class StateAttributePublisher:
+    def __init__(self, state: ConversationState, participant: _Participant) -> None:
+        self._state = state
+        self._participant = participant
+        self._wanted: str | None = state.state.value
+        self._written: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        state.on("state_changed", self._on_change)
+        self._kick()
+
+    def _on_change(self, event: StateChangedEvent) -> None:
+        self._wanted = event.new_state.value
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        failures = 0
+        while self._wanted is not None and self._wanted != self._written:
+            value = self._wanted
+            try:
+                await self._participant.set_attributes({ATTRIBUTE_STATE: value})
+                self._written = value
+            except Exception as error:  # noqa: BLE001 - a failed attribute write must not stop the avatar
+                # typically the room is not connected yet (the avatar may start before the agent connects)
+                failures += 1
+                if failures == 1 or failures == RETRIES:
+                    logger.warning("could not publish the avatar state attribute", state=value, error=str(error))
+                if failures >= RETRIES:
+                    return
+                await asyncio.sleep(RETRY_S)
+
+    async def aclose(self) -> None:
+        self._state.off("state_changed", self._on_change)
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()

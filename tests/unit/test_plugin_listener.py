@@ -1,0 +1,135 @@
+"""The user's ("other") stream: whom the avatar listens to, following them out and back, gating, state."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
+from livekit.plugins.dystream.listener import UserListener
+from livekit.plugins.dystream.state import ConversationState
+from livekit.plugins.dystream.testing import FakeRoom
+
+from config.settings import VadSettings, get_settings
+
+
+def read_wav(name: str) -> np.ndarray:
+    path = Path(get_settings().samples_dir) / name
+    assert path.is_file(), f"sample {path} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
+    with wave.open(str(path)) as f:
+        return np.frombuffer(f.readframes(f.getnframes()), np.int16)
+
+
+class FileMicrophone:
+    """A participant's microphone playing a file in 10 ms frames (paced), then staying open and silent."""
+
+    def __init__(self, audio: np.ndarray, sample_rate: int = 16000, speedup: float = 4.0) -> None:
+        self._audio = audio
+        self._rate = sample_rate
+        self._speedup = speedup
+        self.closed = False
+
+    def __aiter__(self):
+        return self._frames()
+
+    async def _frames(self):
+        step = self._rate // 100
+        for start in range(0, len(self._audio) - step + 1, step):
+            chunk = self._audio[start : start + step]
+            yield rtc.AudioFrameEvent(frame=rtc.AudioFrame(chunk.tobytes(), self._rate, 1, step))
+            await asyncio.sleep(0.01 / self._speedup)
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_pick_skips_the_agent_its_avatar_and_other_agents() -> None:
+    room = FakeRoom(local_identity="agent")
+    listener = UserListener(room, feed=lambda pcm: None, vad=VadSettings(backend="webrtc"))
+    room.join("other-agent", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+    room.join("avatar", **{ATTRIBUTE_PUBLISH_ON_BEHALF: "agent"})
+    assert listener.pick() is None
+    room.join("alice")
+    room.join("bob")
+    assert listener.pick().identity == "alice"
+    linked = UserListener(room, feed=lambda pcm: None, vad=VadSettings(backend="webrtc"), linked_identity=lambda: "bob")
+    assert linked.pick().identity == "bob"
+    gone = UserListener(room, feed=lambda pcm: None, vad=VadSettings(backend="webrtc"), linked_identity=lambda: "carl")
+    assert gone.pick().identity == "alice"  # the linked user is not in the room: fall back to the rule
+
+
+async def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_follows_the_user_out_and_back_and_gates_their_silence() -> None:
+    user_audio = read_wav("dyadic_other.wav")[: 16000 * 3]  # 2.2 s of speech, then digital silence
+    settings = VadSettings(backend="webrtc", gate_other=True)
+    state = ConversationState(settings)
+    room = FakeRoom(local_identity="agent")
+    fed: list[np.ndarray] = []
+    opened: list[tuple[str, FileMicrophone]] = []
+
+    def open_stream(participant):
+        mic = FileMicrophone(user_audio)
+        opened.append((participant.identity, mic))
+        return mic
+
+    listener = UserListener(room, feed=fed.append, state=state, vad=settings, open_stream=open_stream)
+    listener.start()
+    await asyncio.sleep(0.05)
+    assert opened == [] and fed == []  # nobody to listen to: nothing pushed (the engine plays silence)
+
+    room.join("alice")
+    await wait_until(lambda: state.active("other"))
+    assert listener.user_identity == "alice"
+    await wait_until(lambda: sum(map(len, fed)) >= len(user_audio) - 320)
+    heard = np.concatenate(fed)
+    assert np.mean(heard[8000:32000] == user_audio[8000:32000]) > 0.95  # speech passes untouched
+    assert not heard[40000:].any()  # silence is exact zeros
+    await wait_until(lambda: not state.active("other"))  # the user stopped talking
+
+    room.leave("alice")
+    await wait_until(lambda: opened[0][1].closed)
+    assert listener.user_identity is None
+
+    room.join("alice")  # back again: a new stream
+    await wait_until(lambda: len(opened) == 2)
+    assert [identity for identity, _ in opened] == ["alice", "alice"]
+    await wait_until(lambda: state.active("other"))
+    await listener.aclose()
+    assert opened[1][1].closed
+    assert not state.active("other")
+
+
+async def test_switches_to_the_linked_user() -> None:
+    room = FakeRoom(local_identity="agent")
+    linked: list[str | None] = [None]
+    opened: list[str] = []
+
+    def open_stream(participant):
+        opened.append(participant.identity)
+        return FileMicrophone(np.zeros(1600, np.int16))
+
+    room.join("alice")
+    room.join("bob")
+    listener = UserListener(
+        room,
+        feed=lambda pcm: None,
+        vad=VadSettings(backend="webrtc"),
+        linked_identity=lambda: linked[0],
+        open_stream=open_stream,
+    )
+    listener.start()
+    await wait_until(lambda: opened == ["alice"])
+    linked[0] = "bob"  # the agent session linked bob later: picked up by the periodic check
+    await wait_until(lambda: opened == ["alice", "bob"], timeout=3.0)
+    assert listener.user_identity == "bob"
+    await listener.aclose()

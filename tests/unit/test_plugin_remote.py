@@ -1,0 +1,203 @@
+"""Remote mode: dispatch through LiveKit's agent dispatch API (a Twirp server on loopback), the avatar worker's
+accept / load / job, and the wire protocol its job answers (data-stream audio in, lk.playback_* RPCs out)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from aiohttp import web
+from livekit import api, rtc
+from livekit.agents.testing import fake_job_context
+from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
+from livekit.agents.voice.avatar._datastream_io import (
+    AUDIO_STREAM_TOPIC,
+    RPC_CLEAR_BUFFER,
+    RPC_PLAYBACK_FINISHED,
+    RPC_PLAYBACK_STARTED,
+)
+from livekit.plugins.dystream import remote
+from livekit.plugins.dystream.remote import (
+    DispatchInfo,
+    accept_avatar_job,
+    avatar_worker_load,
+    dispatch_avatar,
+    run_avatar_job,
+)
+from livekit.plugins.dystream.state_attribute import ATTRIBUTE_STATE
+from livekit.plugins.dystream.testing import FakeRoom, tiny_engine
+
+from config.settings import Settings, get_settings
+
+
+def read_wav(name: str) -> np.ndarray:
+    path = Path(get_settings().samples_dir) / name
+    assert path.is_file(), f"sample {path} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
+    with wave.open(str(path)) as f:
+        return np.frombuffer(f.readframes(f.getnframes()), np.int16)
+
+
+INFO = DispatchInfo(
+    agent_identity="agent-1",
+    avatar_identity="dystream-avatar",
+    user_identity="alice",
+    portrait="/srv/portraits/me.png",
+    options={"model.steps": 3, "stream.lookahead_other_ms": 80, "vad.backend": "webrtc"},
+)
+
+
+def test_dispatch_info_round_trip_and_options() -> None:
+    assert DispatchInfo.from_json(INFO.to_json()) == INFO
+    settings = INFO.apply(Settings())
+    assert (settings.model.steps, settings.stream.lookahead_other_ms, settings.vad.backend) == (3, 80, "webrtc")
+    assert settings.stream.lookahead_self_ms == Settings().stream.lookahead_self_ms
+    with pytest.raises(ValueError, match="dispatch_avatar"):
+        DispatchInfo.from_json('{"room": "x"}')
+    with pytest.raises(ValueError, match="unknown avatar option"):
+        DispatchInfo("a", "b", options={"livekit.api_secret": "x"}).apply(Settings())
+    with pytest.raises(ValueError, match="steps"):  # values are validated like the settings themselves
+        DispatchInfo("a", "b", options={"model.steps": 99}).apply(Settings())
+
+
+@pytest.fixture
+async def livekit_api():
+    """A LiveKit server API on loopback that records the Twirp calls it gets."""
+    calls: list[tuple[str, bytes, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        calls.append((request.path, body, request.headers.get("Authorization", "")))
+        if request.path.endswith("/CreateDispatch"):
+            req = api.CreateAgentDispatchRequest.FromString(body)
+            reply = api.AgentDispatch(id="AD_1", agent_name=req.agent_name, room=req.room, metadata=req.metadata)
+            return web.Response(body=reply.SerializeToString(), content_type="application/protobuf")
+        return web.Response(body=b"", content_type="application/protobuf")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", calls
+    await runner.cleanup()
+
+
+async def test_dispatch_goes_through_livekit_agent_dispatch(livekit_api) -> None:
+    url, calls = livekit_api
+    dispatch = await dispatch_avatar("room-7", INFO, url=url, api_key="devkey", api_secret="secret" * 6)
+    assert dispatch.id == "AD_1"
+    [(path, body, auth)] = calls
+    assert path == "/twirp/livekit.AgentDispatchService/CreateDispatch"
+    assert auth.startswith("Bearer ")
+    request = api.CreateAgentDispatchRequest.FromString(body)
+    assert (request.agent_name, request.room) == ("dystream-avatar", "room-7")
+    assert DispatchInfo.from_json(request.metadata) == INFO
+    assert request.attributes[ATTRIBUTE_PUBLISH_ON_BEHALF] == "agent-1"
+
+
+async def test_dispatch_without_credentials_names_the_variables() -> None:
+    settings = Settings(livekit={"url": "", "api_key": "", "api_secret": ""})
+    with pytest.raises(ValueError, match="LIVEKIT_API_KEY"):
+        await dispatch_avatar("room-7", INFO, settings=settings, url="http://127.0.0.1:9")
+
+
+class FakeJobRequest:
+    def __init__(self, metadata: str) -> None:
+        self.job = SimpleNamespace(metadata=metadata)
+        self.room = SimpleNamespace(name="room-7")
+        self.accepted: dict | None = None
+        self.rejected = False
+
+    async def accept(self, **kwargs) -> None:
+        self.accepted = kwargs
+
+    async def reject(self, **kwargs) -> None:
+        self.rejected = True
+
+
+async def test_accept_joins_as_the_expected_identity_on_behalf_of_the_agent() -> None:
+    request = FakeJobRequest(INFO.to_json())
+    await accept_avatar_job(request)
+    assert request.accepted["identity"] == "dystream-avatar"
+    assert request.accepted["attributes"] == {ATTRIBUTE_PUBLISH_ON_BEHALF: "agent-1"}
+    stray = FakeJobRequest("not json")
+    await accept_avatar_job(stray)
+    assert stray.rejected and stray.accepted is None
+
+
+def test_worker_load_counts_active_sessions(monkeypatch) -> None:
+    monkeypatch.setattr(get_settings().avatar, "max_sessions_per_worker", 2)
+    assert avatar_worker_load(SimpleNamespace(active_jobs=[])) == 0.0
+    assert avatar_worker_load(SimpleNamespace(active_jobs=[object()])) == 0.5
+    assert avatar_worker_load(SimpleNamespace(active_jobs=[object()] * 3)) == 1.0
+
+
+async def wait_until(condition, timeout: float = 8.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_avatar_job_serves_the_agent_over_data_streams_and_rpc() -> None:
+    options = {"vad.backend": "webrtc", "model.steps": 1, "stream.left_context_ms": 400}  # light: keeps real time
+    info = DispatchInfo(agent_identity="agent-1", avatar_identity="dystream-avatar", options=options)
+    room = FakeRoom(local_identity="dystream-avatar")
+    room.join("agent-1", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+    speech = read_wav("dyadic_self.wav")[int(2.4 * 16000) :]
+    shutdowns: list[str] = []
+
+    async def build(portrait, settings):
+        assert portrait is None and (settings.vad.backend, settings.model.steps) == ("webrtc", 1)
+        return tiny_engine(settings.stream, settings.model), (128, 128)
+
+    with fake_job_context(room=room, job_metadata=info.to_json()) as ctx:
+        ctx._on_shutdown = shutdowns.append
+        pipeline = await run_avatar_job(ctx, build=build)
+        try:
+            local = room.local_participant
+            assert local.attributes[ATTRIBUTE_PUBLISH_ON_BEHALF] == "agent-1"
+            assert remote._active_sessions == 1
+
+            def rpcs(method: str) -> list[str]:
+                return [payload for dest, m, payload in local.rpc_calls if m == method and dest == "agent-1"]
+
+            # one segment, played to its end: started, then finished (not interrupted) at its length
+            stream = room.send_byte_stream(
+                AUDIO_STREAM_TOPIC, "agent-1", [speech[:8000].tobytes()], {"sample_rate": "16000", "num_channels": "1"}
+            )
+            stream.close()
+            await wait_until(lambda: rpcs(RPC_PLAYBACK_FINISHED))
+            assert len(rpcs(RPC_PLAYBACK_STARTED)) == 1
+            finished = json.loads(rpcs(RPC_PLAYBACK_FINISHED)[0])
+            assert finished["interrupted"] is False and abs(finished["playback_position"] - 0.5) < 0.041
+            assert [p.name for p in local.published] == ["avatar_audio", "avatar_video"]
+
+            # a second segment, interrupted by the agent's lk.clear_buffer
+            stream = room.send_byte_stream(
+                AUDIO_STREAM_TOPIC, "agent-1", [speech[:48000].tobytes()], {"sample_rate": "16000", "num_channels": "1"}
+            )
+            await wait_until(lambda: len(rpcs(RPC_PLAYBACK_STARTED)) == 2)
+            await asyncio.sleep(0.3)
+            assert await room.call_rpc(RPC_CLEAR_BUFFER, "agent-1") == "ok"
+            stream.close()
+            await wait_until(lambda: len(rpcs(RPC_PLAYBACK_FINISHED)) == 2)
+            interrupted = json.loads(rpcs(RPC_PLAYBACK_FINISHED)[1])
+            assert interrupted["interrupted"] is True and 0.1 < interrupted["playback_position"] < 2.9
+            await asyncio.sleep(0.3)
+            assert len(rpcs(RPC_PLAYBACK_FINISHED)) == 2  # exactly one per segment
+            assert local.attributes[ATTRIBUTE_STATE] in ("idle", "speaking", "listening", "both")
+            assert pipeline.listener.user_identity is None  # no user in the room: the model hears silence
+
+            room.leave("agent-1")  # the agent left: the avatar leaves too
+            assert shutdowns
+        finally:
+            await pipeline.aclose()
+            remote._active_sessions -= 1

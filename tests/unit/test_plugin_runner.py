@@ -1,0 +1,113 @@
+"""The generator inside livekit-agents' real AvatarRunner and QueueAudioOutput, on a duck-typed room (no server):
+every segment gets exactly one playback_finished, whether it plays out or is interrupted, 100 times in a row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner, QueueAudioOutput
+from livekit.plugins.dystream.generator import DyStreamVideoGenerator
+from livekit.plugins.dystream.testing import FakeRoom, tiny_engine
+
+from config.settings import ModelSettings, StreamSettings, get_settings
+
+
+def read_wav(name: str) -> np.ndarray:
+    path = Path(get_settings().samples_dir) / name
+    assert path.is_file(), f"sample {path} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
+    with wave.open(str(path)) as f:
+        return np.frombuffer(f.readframes(f.getnframes()), np.int16)
+
+
+class Agent:
+    """The agent's side of QueueAudioOutput, as AgentSession drives it (generation.py)."""
+
+    def __init__(self, audio: QueueAudioOutput, speech: np.ndarray) -> None:
+        self.audio = audio
+        self.speech = speech
+        self.finished: list[tuple[float, bool]] = []
+        self.started = 0
+        audio.on("playback_finished", lambda ev: self.finished.append((ev.playback_position, ev.interrupted)))
+        audio.on("playback_started", lambda ev: setattr(self, "started", self.started + 1))
+
+    async def say(self, seconds: float, offset: float = 0.0) -> None:
+        """Capture a TTS segment (20 ms frames, faster than real time) and flush it."""
+        start = int(offset * 16000) % (len(self.speech) - int(seconds * 16000))
+        chunk = self.speech[start : start + int(seconds * 16000)]
+        for i in range(0, len(chunk), 320):
+            part = chunk[i : i + 320]
+            await self.audio.capture_frame(rtc.AudioFrame(part.tobytes(), 16000, 1, len(part)))
+        self.audio.flush()
+
+    def interrupt(self) -> None:
+        self.audio.clear_buffer()
+
+    async def wait_for_playout(self, timeout: float = 3.0):
+        return await asyncio.wait_for(self.audio.wait_for_playout(), timeout)
+
+
+@pytest.fixture
+async def avatar():
+    room = FakeRoom()
+    engine = tiny_engine(StreamSettings(left_context_ms=400), ModelSettings(steps=1))  # light: keeps real time
+    audio = QueueAudioOutput(sample_rate=16000, wait_playback_start=True)
+    generator = DyStreamVideoGenerator(engine)
+    options = AvatarOptions(video_width=128, video_height=128, video_fps=25, audio_sample_rate=16000, audio_channels=1)
+    runner = AvatarRunner(room, audio_recv=audio, video_gen=generator, options=options)
+    generator.attach_av_sync(runner.av_sync)
+    await engine.start()
+    await runner.start()
+    speech = read_wav("dyadic_self.wav")[int(2.3 * 16000) :]
+    yield room, Agent(audio, speech)
+    await generator.aclose()
+    await runner.aclose()
+    await engine.aclose()
+
+
+async def test_segments_that_play_out_are_finished_once_with_their_length(avatar) -> None:
+    room, agent = avatar
+    for seconds in (0.5, 0.3, 0.8):
+        await agent.say(seconds)
+        event = await agent.wait_for_playout(timeout=5.0)
+        assert not event.interrupted
+        assert abs(event.playback_position - seconds) <= 0.04 + 1e-6  # whole frames: padded to 40 ms
+    assert [interrupted for _, interrupted in agent.finished] == [False, False, False]
+    assert agent.started == 3
+    published = [(p.name, p.source) for p in room.local_participant.published]
+    assert published == [
+        ("avatar_audio", rtc.TrackSource.SOURCE_MICROPHONE),
+        ("avatar_video", rtc.TrackSource.SOURCE_CAMERA),
+    ]
+
+
+@pytest.mark.slow
+async def test_100_interruptions_never_leave_a_segment_unfinished(avatar, caplog) -> None:
+    _, agent = avatar
+    rng = random.Random(5)
+    caplog.set_level(logging.WARNING, logger="livekit.agents")
+    segments = 0
+    for i in range(100):
+        await agent.say(rng.choice((0.2, 0.5, 1.0)), offset=i * 0.37)
+        segments += 1
+        # interrupt before playback starts, early, mid-segment, or after it ended
+        await asyncio.sleep(rng.choice((0.0, 0.01, 0.06, 0.15, 0.3)))
+        agent.interrupt()
+        await agent.wait_for_playout()  # a missing playback_finished would hang here
+        assert len(agent.finished) == segments, f"interruption {i}: {len(agent.finished)} finished of {segments}"
+        if rng.random() < 0.2:  # now and then a segment plays out in between
+            await agent.say(0.2, offset=i * 0.11)
+            segments += 1
+            event = await agent.wait_for_playout()
+            assert not event.interrupted
+    interrupted = sum(flag for _, flag in agent.finished)
+    print(f"{segments} segments, {interrupted} finished as interrupted")
+    assert len(agent.finished) == segments
+    assert interrupted >= 60
+    assert "playback_finished called more times" not in caplog.text

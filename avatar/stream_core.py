@@ -1,0 +1,294 @@
+"""The per-frame step of streaming DyStream (spec §2.1): 40 ms of audio per stream in, one latent and frame out.
+
+``StreamCore`` is synchronous and unpaced; the real-time engine (``avatar.stream.AvatarStream``) wraps it, and
+``StreamCore.run_clip`` drives it over a whole clip (the fidelity check against ``avatar.offline.generate``).
+Between frames it keeps everything that does not change or only slides:
+
+- per stream, the audio timeline and the cached encoding of silence (``StreamFeatures``);
+- the fused audio tokens of the last 94 frames, per CFG branch (a rolling window; each frame fuses only its own);
+- the motion history (94 × 512, starting as 94 copies of m0), the anchor m0, f_app and the flow source;
+- the noise generator (``seed``: the same draws as ``offline.generate(seed=...)``).
+
+Per frame: features of the new 40 ms (+ lookahead) → fuse → transformer on the window (``condition``) → flow head
+with CFG (``sample_latent``) → roll the history → render ``flow_estimator(source, latent)`` with ``f_app``.
+The flow source is the first generated latent, as the official ``app.py`` renders (every frame is rendered after
+its latent, so there is never a frame to render before it); ``flow_source="anchor"`` renders from m0 as the
+forks do.
+
+Timeline: the step for frame j gets the frame's own 40 ms of each stream plus that stream's lookahead (the audio
+right after it). Generated frame j conditions on audio frame j (its last transformer token), as offline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from avatar.audio import SAMPLES_PER_FRAME
+from avatar.cfg import CfgScales, branch_gates
+from avatar.errors import InputError
+from avatar.motion import MotionGenerator
+from avatar.renderer import Renderer, to_uint8
+from avatar.sampler import check_steps, sample_latent
+from avatar.stream_audio import StreamFeatures
+from avatar.stream_cuda import GraphedCall, RenderStream, configure_tf32
+
+STAGES = ("audio", "transformer", "head", "render", "total")
+NoiseFn = Callable[[int], torch.Tensor]
+
+
+def seeded_noise(seed: int | None, face_dim: int) -> NoiseFn:
+    """Start latents of frames 0, 1, … drawn in order from one generator: the draws of ``offline.generate(seed)``."""
+    generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed()))
+    return lambda _j: torch.randn(face_dim, generator=generator)
+
+
+def table_noise(table: np.ndarray | torch.Tensor) -> NoiseFn:
+    """Start latents from a table: row j for frame j (e.g. the parity set's recorded noise)."""
+    rows = torch.as_tensor(np.asarray(table, dtype=np.float32))
+    return lambda j: rows[j]
+
+
+@dataclass
+class StepResult:
+    index: int  # generated frame number (0 = first frame of the session)
+    latent: torch.Tensor  # [F] float32 motion latent
+    rgb: np.ndarray | None  # [S, S, 3] uint8 (None when rendering is off)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _HeadOnGraph:
+    """What ``sample_latent`` reads of the model, with the flow head replayed from a CUDA graph."""
+
+    def __init__(self, model: MotionGenerator, head: GraphedCall) -> None:
+        self.config = model.config
+        self.time_embed = model.time_embed
+        self.diffusion_head = head
+
+
+class StreamCore:
+    """DyStream, one 40 ms frame at a time. Not thread-safe: one thread steps it."""
+
+    def __init__(
+        self,
+        motion: MotionGenerator,
+        renderer: Renderer | None,
+        m0: torch.Tensor | np.ndarray,
+        f_app: torch.Tensor | None,
+        *,
+        lookahead_self_ms: float = 60,
+        lookahead_other_ms: float = 60,
+        left_context_ms: float = 2000,
+        full_context: bool = False,
+        steps: int = 5,
+        cfg: CfgScales | None = None,
+        noise: NoiseFn | None = None,
+        seed: int | None = None,
+        flow_source: Literal["first", "anchor"] = "first",
+        allow_tf32: bool = True,
+        cuda_graphs: bool = True,
+    ) -> None:
+        for name, value in (("lookahead_self_ms", lookahead_self_ms), ("lookahead_other_ms", lookahead_other_ms)):
+            if not 0 <= value <= 200 and not full_context:
+                raise InputError(f"{name} must be 0–200 ms, got {value} (DYSTREAM_STREAM__{name.upper()})")
+        if left_context_ms < 0:
+            raise InputError(f"left_context_ms must be >= 0, got {left_context_ms} (DYSTREAM_STREAM__LEFT_CONTEXT_MS)")
+        if flow_source not in ("first", "anchor"):
+            raise InputError(f"flow_source must be 'first' or 'anchor', got {flow_source!r}")
+        if renderer is not None and f_app is None:
+            raise InputError("f_app is required to render: pass the portrait's appearance volume (encode_portrait)")
+        self.motion = motion
+        self.renderer = renderer
+        self.config = motion.config
+        self.device = motion.device
+        self.dtype = motion.dtype
+        self.steps = check_steps(steps)
+        self.cfg = cfg or CfgScales()
+        self.full_context = full_context
+        self.lookahead_self = round(lookahead_self_ms * 16)
+        self.lookahead_other = round(lookahead_other_ms * 16)
+        self.flow_source = flow_source
+        face = self.config.face_dim
+        self.m0 = torch.as_tensor(np.asarray(m0, dtype=np.float32) if isinstance(m0, np.ndarray) else m0)
+        self.m0 = self.m0.reshape(1, -1).to(device=self.device, dtype=self.dtype)
+        if self.m0.shape[1] != face:
+            raise InputError(f"m0 must be one motion latent of {face} values, got shape {tuple(self.m0.shape)}")
+        self.f_app = f_app.to(renderer.device, renderer.dtype) if renderer is not None and f_app is not None else None
+        self.noise = noise or seeded_noise(seed, face)
+
+        context, left = self.config.context, int(np.ceil(left_context_ms / 40))
+        self.features = {
+            name: StreamFeatures(
+                encoder,
+                prefix_frames=context,
+                left_context_frames=left,
+                full_context=full_context,
+                device=self.device,
+                dtype=self.dtype,
+            )
+            for name, encoder in (("self", motion.audio_encoder_face), ("other", motion.audio_encoder_face_other))
+        }
+        self.branches = self.cfg.branches
+        self.anchor_gate = branch_gates(self.branches, device=self.device, dtype=self.dtype).anchor
+        self.history = self.m0.expand(context, -1).clone()  # [94, F], oldest first
+        self.fused: torch.Tensor | None = None  # [B, 94, H], the audio token of each history position
+        self.source: torch.Tensor | None = self.m0.clone() if flow_source == "anchor" else None
+        self.index = 0
+
+        configure_tf32(self.device, allow_tf32)
+        on_cuda = self.device.type == "cuda" and cuda_graphs
+        self._condition = GraphedCall(motion.condition, "transformer", enabled=on_cuda)
+        self._sampler_model: Any = _HeadOnGraph(motion, GraphedCall(motion.diffusion_head, "flow head", on_cuda))
+        if not on_cuda:
+            self._sampler_model = motion
+        self._render_stream = RenderStream(renderer.device) if renderer is not None else None
+
+    @torch.inference_mode()
+    def step(
+        self,
+        self_audio: np.ndarray,
+        other_audio: np.ndarray,
+        self_lookahead: np.ndarray | None = None,
+        other_lookahead: np.ndarray | None = None,
+        *,
+        render: bool = True,
+    ) -> StepResult:
+        """One frame from the next 640 samples of each stream (float32) and the audio after them.
+
+        A lookahead shorter than configured is zero-padded (unknown future = silence); in full-context mode it is
+        the whole rest of the clip.
+        """
+        timer = _Timer(self.device)
+        tokens = self._audio_tokens(self_audio, other_audio, self_lookahead, other_lookahead)
+        self.fused = tokens if self.fused is None else torch.cat([self.fused[:, 1:], tokens], dim=1)
+        timer.lap("audio")
+        c_n = self._condition(self.history, self.fused, self.m0, self.anchor_gate)
+        timer.lap("transformer")
+        noise = self.noise(self.index).reshape(1, -1).to(self.device, torch.float32)
+        latent = sample_latent(self._sampler_model, c_n, noise, self.steps, self.cfg)
+        self.history = torch.cat([self.history[1:], latent[None].to(self.history.dtype)])
+        if self.source is None:
+            self.source = latent[None].clone()
+        timer.lap("head")
+        rgb = self.render(latent) if render and self.renderer is not None else None
+        timer.lap("render")
+        result = StepResult(self.index, latent.float(), rgb, timer.done())
+        self.index += 1
+        return result
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Run every stage once on silence without touching the state: lazy initialisation and CUDA graph capture
+        happen here instead of in the first live frame."""
+        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
+        feats = []
+        for name, size in (("self", self.lookahead_self), ("other", self.lookahead_other)):
+            features = self.features[name]
+            scratch = StreamFeatures(
+                features.encoder,
+                prefix_frames=features.prefix_frames,
+                left_context_frames=features.left_context_frames,
+                device=self.device,
+                dtype=self.dtype,
+            )
+            feats.append(scratch.first(silence, np.zeros(size, dtype=np.float32)))
+        fused = self.motion.fuse(feats[0], feats[1], self.branches)
+        c_n = self._condition(self.history, fused, self.m0, self.anchor_gate)
+        noise = torch.zeros(1, self.config.face_dim, device=self.device)
+        latent = sample_latent(self._sampler_model, c_n, noise, self.steps, self.cfg)
+        if self.renderer is not None and self._render_stream is not None and self.f_app is not None:
+            renderer, f_app, target = self.renderer, self.f_app, latent.reshape(1, -1)
+            self._render_stream.run(lambda: renderer.render(target, target, f_app))
+
+    @torch.inference_mode()
+    def render(self, latent: torch.Tensor) -> np.ndarray:
+        """The frame [S, S, 3] uint8 of a generated latent [F]. Only reads state set by the first ``step``, so it
+        may run on another thread than ``step`` (the engine renders frame k while it generates frame k + 1)."""
+        if self.renderer is None or self._render_stream is None or self.f_app is None:
+            raise InputError("this StreamCore has no renderer: pass one (and f_app) to render frames")
+        if self.source is None:
+            raise InputError("render() needs a generated latent first: call step()")
+        renderer, source, f_app = self.renderer, self.source, self.f_app
+        target = latent.reshape(1, -1)
+        frame = self._render_stream.run(lambda: renderer.render(source, target, f_app))
+        return to_uint8(frame)[0]
+
+    def _audio_tokens(
+        self,
+        self_audio: np.ndarray,
+        other_audio: np.ndarray,
+        self_lookahead: np.ndarray | None,
+        other_lookahead: np.ndarray | None,
+    ) -> torch.Tensor:
+        """Fused tokens [B, n, H] of the frames new to the window (all 94 at the first step, then 1)."""
+        feats = []
+        for name, audio, ahead, size in (
+            ("self", self_audio, self_lookahead, self.lookahead_self),
+            ("other", other_audio, other_lookahead, self.lookahead_other),
+        ):
+            audio = _frame(audio, f"{name} audio")
+            ahead = np.zeros(0, np.float32) if ahead is None else np.asarray(ahead, dtype=np.float32).reshape(-1)
+            if not self.full_context:
+                ahead = ahead[:size] if ahead.size >= size else np.pad(ahead, (0, size - ahead.size))
+            features = self.features[name]
+            feats.append(features.first(audio, ahead) if self.fused is None else features.next(audio, ahead)[None])
+        return self.motion.fuse(feats[0], feats[1], self.branches)
+
+    def run_clip(
+        self, audio_self: np.ndarray, audio_other: np.ndarray | None = None, *, render: bool = False
+    ) -> Iterator[StepResult]:
+        """Step over a whole clip (16 kHz float32), frame by frame, as a live stream would (no pacing).
+
+        Yields floor(N / 640) − 1 frames like ``offline.generate`` (the last 40 ms only serve as lookahead).
+        The lookahead given with each frame is the configured one, or the rest of the clip in full-context mode.
+        """
+        audio_self = np.asarray(audio_self, dtype=np.float32)
+        audio_other = np.zeros_like(audio_self) if audio_other is None else np.asarray(audio_other, np.float32)
+        n = max(audio_self.size, audio_other.size)
+        audio_self, audio_other = (
+            np.pad(audio_self, (0, n - audio_self.size)),
+            np.pad(audio_other, (0, n - audio_other.size)),
+        )
+        for j in range(n // SAMPLES_PER_FRAME - 1):
+            start, end = j * SAMPLES_PER_FRAME, (j + 1) * SAMPLES_PER_FRAME
+            if self.full_context:
+                ahead_self, ahead_other = audio_self[end:], audio_other[end:]
+            else:
+                ahead_self, ahead_other = (
+                    audio_self[end : end + self.lookahead_self],
+                    audio_other[end : end + self.lookahead_other],
+                )
+            yield self.step(audio_self[start:end], audio_other[start:end], ahead_self, ahead_other, render=render)
+
+
+def _frame(audio: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if x.size != SAMPLES_PER_FRAME:
+        raise InputError(f"{name} must be exactly {SAMPLES_PER_FRAME} samples (40 ms at 16 kHz), got {x.size}")
+    return x
+
+
+class _Timer:
+    """Per-stage wall times in ms. On CUDA the calling thread's stream is synchronised at each boundary (not the
+    device: the renderer's stream keeps running), so the stages are measured, not just queued."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        if self.cuda:
+            torch.cuda.current_stream().synchronize()
+        now = time.perf_counter()
+        self.laps[stage] = (now - self.last) * 1000
+        self.last = now
+
+    def done(self) -> dict[str, float]:
+        self.laps["total"] = (self.last - self.start) * 1000
+        return self.laps

@@ -1,0 +1,85 @@
+"""CUDA fast paths of the streaming step (issue 4 item 4): TF32, CUDA graphs for fixed-shape calls, a render stream.
+
+Everything here is a no-op off CUDA. A CUDA graph is captured once for a callable whose input shapes never change
+(the transformer window, one flow-head step); any failure to capture, or a call with other shapes, falls back to
+running the callable eagerly, so the output is always that of the plain module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from config.log import get_logger
+
+log = get_logger(__name__)
+
+
+def configure_tf32(device: torch.device, allow_tf32: bool) -> None:
+    """TF32 matmuls and convolutions on CUDA (``model.allow_tf32``)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+class GraphedCall:
+    """``fn(*tensors) -> tensor`` replayed from a CUDA graph captured on the first call; eager elsewhere."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str, enabled: bool = True) -> None:
+        self.fn = fn
+        self.name = name
+        self.enabled = enabled
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._inputs: list[torch.Tensor] = []
+        self._output: torch.Tensor | None = None
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or not all(torch.is_tensor(a) and a.is_cuda for a in args):
+            return self.fn(*args)
+        if self._graph is None:
+            self._capture(args)
+            if self._graph is None:
+                return self.fn(*args)
+        if [a.shape for a in args] != [x.shape for x in self._inputs]:
+            return self.fn(*args)
+        for static, arg in zip(self._inputs, args, strict=True):
+            static.copy_(arg)
+        self._graph.replay()
+        assert self._output is not None
+        return self._output.clone()
+
+    def _capture(self, args: tuple[torch.Tensor, ...]) -> None:
+        try:
+            self._inputs = [a.detach().clone() for a in args]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up outside the graph (allocations, kernel selection)
+                    self.fn(*self._inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._output = self.fn(*self._inputs)
+            self._graph = graph
+            log.info("cuda graph captured", call=self.name, shapes=[tuple(a.shape) for a in args])
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly
+            self.enabled = False
+            self._graph, self._inputs, self._output = None, [], None
+            log.warning("cuda graph capture failed, running eagerly", call=self.name, error=repr(exc))
+
+
+class RenderStream:
+    """Runs the renderer on its own CUDA stream (after the motion step's work), then hands back a CPU tensor."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def run(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.stream is None:
+            return fn()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            out = fn()
+            host = out.to("cpu", non_blocking=False)
+        return host

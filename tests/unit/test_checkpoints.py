@@ -19,16 +19,6 @@ from avatar.motion import MotionGenerator
 from avatar.weights_file import CheckpointError, read_weights, save_safetensors
 from config.settings import get_settings
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when other processes share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

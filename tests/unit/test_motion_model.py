@@ -11,15 +11,6 @@ from avatar.config import MotionConfig
 from avatar.errors import InputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when other processes share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_model():
     return random_motion_generator(MotionConfig.tiny(), seed=0)

@@ -10,7 +10,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from agent.__main__ import main
 from config.settings import get_settings
@@ -40,16 +39,6 @@ def settings_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model's operations are too small for a second thread to help; on a busy machine, waiting for it
-    makes a run up to 100x slower. Production threading is left to torch."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mp4_facts(path: Path) -> dict[str, object]:

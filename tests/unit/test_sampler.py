@@ -13,15 +13,6 @@ from avatar.errors import InputError
 from avatar.sampler import SampleTrace, check_steps, euler_step, flow_match_schedule, sample_latent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when other processes share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_five_steps_exactly_as_the_official_scheduler() -> None:
     schedule = flow_match_schedule(5)
     assert schedule.timesteps.dtype == torch.int64

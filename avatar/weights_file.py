@@ -46,7 +46,8 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
 
     ``.safetensors`` files are read without unpickling. ``.ckpt``/``.pt`` files are tried with
     ``weights_only=True`` first; the official Lightning checkpoints need ``weights_only=False``, which is used
-    only as a fallback for a file that is a valid torch zip archive.
+    only as a fallback for a file that is a valid torch zip archive. Tensors are memory-mapped, so the official
+    7 GB ``last.ckpt`` (optimizer state included) is not read into RAM whole.
     """
     path = Path(path).expanduser()
     _check_readable(path, what)
@@ -66,14 +67,14 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
             f"delete it and {GET_WEIGHTS}"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as first:  # noqa: BLE001 - classify below
         if isinstance(first, (zipfile.BadZipFile, EOFError)) or "archive" in str(first):
             raise CheckpointError(
                 f"{what} at {path} is truncated or corrupt ({first}): delete it and {GET_WEIGHTS}"
             ) from first
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:  # noqa: BLE001 - any failure here is a broken file
         raise CheckpointError(f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}") from exc
 

@@ -118,6 +118,9 @@ class AvatarSettings(BaseModel):
     random_weights: bool = Field(False, description="untrained model (tests, demos without weights)")
     size: Literal["full", "tiny"] = Field("full", description="tiny: small random model for tests")
     diagnostic_overlay: bool = Field(False, description="flash a patch on frames whose audio carries a beep")
+    video_delay_ms: float = Field(
+        50.0, ge=0, le=500, description="video leaves after its audio by this much: receivers buffer audio longer"
+    )
     metrics_interval_s: float = Field(10.0, gt=0, description="how often the session metrics summary is logged")
     max_sessions_per_worker: int = Field(
         1, ge=1, description="avatar sessions one remote avatar worker runs at once (its load is active / this)"

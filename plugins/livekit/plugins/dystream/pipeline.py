@@ -24,6 +24,7 @@ from .listener import UserListener
 from .log import logger
 from .metrics import FrameMetrics, MetricsRecorder, SessionMetrics
 from .pcm import SAMPLE_RATE
+from .runner import DyStreamRunner
 from .state import ConversationState
 from .state_attribute import StateAttributePublisher
 
@@ -67,7 +68,13 @@ class AvatarPipeline:
         options = AvatarOptions(
             video_width=width, video_height=height, video_fps=fps, audio_sample_rate=SAMPLE_RATE, audio_channels=1
         )
-        runner = AvatarRunner(room, audio_recv=audio, video_gen=generator, options=options)
+        runner = DyStreamRunner(
+            room,
+            audio_recv=audio,
+            video_gen=generator,
+            options=options,
+            video_delay_ms=settings.avatar.video_delay_ms,
+        )
         generator.attach_av_sync(runner.av_sync)
         listener = UserListener(
             room,

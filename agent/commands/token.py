@@ -1,0 +1,62 @@
+"""`dystream token --room R`: print a user token for a room, for quick tests (e.g. with meet.livekit.io)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+
+from agent.commands.connection import add_connection_args, settings_from
+from agent.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "token",
+        help="print a user access token for a room",
+        description="Print a JWT that lets a user join ROOM (publish, subscribe, data). Signed with the API key "
+        "and secret; with --agent, joining the room also dispatches that agent (for workers with an agent name).",
+    )
+    parser.add_argument("--room", required=True, help="room name")
+    parser.add_argument("--identity", default="user", help="participant identity (default: user)")
+    parser.add_argument("--name", help="display name")
+    parser.add_argument("--ttl", type=float, default=6.0, help="validity in hours (default: 6)")
+    parser.add_argument("--agent", help="agent name to dispatch into the room when it is created")
+    add_connection_args(parser, url=False)
+    parser.set_defaults(run=run)
+
+
+def make_token(
+    api_key: str, api_secret: str, *, room: str, identity: str, name: str | None, ttl_hours: float, agent: str | None
+) -> str:
+    from livekit import api
+
+    token = (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_ttl(datetime.timedelta(hours=ttl_hours))
+        .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True))
+    )
+    if name:
+        token = token.with_name(name)
+    if agent:
+        token = token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)]))
+    return token.to_jwt()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    key, secret = settings.livekit.api_key, settings.livekit.api_secret.get_secret_value()
+    if not key or not secret:
+        raise UserError("signing a token needs LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or --api-key/--api-secret)")
+    if not args.room.strip():
+        raise UserError("--room must not be empty")
+    if not args.identity.strip():
+        raise UserError("--identity must not be empty")
+    if not 0 < args.ttl <= 24 * 30:
+        raise UserError(f"--ttl {args.ttl} is out of range: give hours between 0 and 720")
+    token = make_token(
+        key, secret, room=args.room, identity=args.identity, name=args.name, ttl_hours=args.ttl, agent=args.agent
+    )
+    sys.stdout.write(token + "\n")
+    return 0

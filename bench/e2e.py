@@ -1,0 +1,88 @@
+"""``python -m bench.e2e``: the end-to-end numbers, measured in a real LiveKit room on this machine.
+
+Builds (once) and starts a LiveKit server on loopback, deploys each plugin mode with the tiny random-weight model,
+and has a user client hold a conversation: greeting, several turns, several barge-ins. Prints and writes
+``bench/results/e2e.json``: ``{"runs": [...]}``, one run per mode with the video rate and largest frame gap, the
+absolute A/V offset (p50/p95, beeps against the diagnostic flashes at the receiver), the listening latency (user's
+speech onset to ``dystream.state`` = listening at the receiver), the barge-in stop time (agent's interruption to the
+last avatar audio at the receiver) and the playback-start latency (``AvatarMetrics.playback_latency``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness.deployment import Deployment, make_clips
+from bench.harness.scenario import converse
+from bench.harness.server import LiveKitServer
+from config.settings import get_settings
+
+RESULTS = Path(__file__).resolve().parent / "results" / "e2e.json"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    os.replace(tmp, path)
+
+
+def run(modes: list[str], turns: int, bargeins: int, workdir: Path) -> dict:
+    samples = get_settings().samples_dir
+    clips = make_clips(samples, workdir / "clips")
+    runs = []
+    load_before = os.getloadavg()
+    with LiveKitServer(workdir / "server") as server:
+        for mode in modes:
+            deployment = Deployment(server, mode, workdir / mode, samples, clips)
+            deployment.workdir.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            deployment.start()
+            ready_s = time.perf_counter() - started
+            try:
+                conversation = asyncio.run(converse(deployment, turns=turns, bargeins=bargeins))
+            finally:
+                deployment.stop()
+            summary = conversation.summary()
+            summary["workers_ready_s"] = round(ready_s, 1)
+            summary["turns"] = len(conversation.turns)
+            summary["bargeins"] = len(conversation.bargeins)
+            runs.append(summary)
+    return {
+        "runs": runs,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            # other work on the machine shows in the numbers: the load average before and after the runs
+            "load_average_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "model": "tiny, random weights (the pipeline, not the model, is measured)",
+        "livekit_server": "v1.13.5 on 127.0.0.1",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", nargs="+", default=["in-process", "remote"], choices=["in-process", "remote"])
+    parser.add_argument("--turns", type=int, default=3, help="turns answered in full (default 3)")
+    parser.add_argument("--bargeins", type=int, default=3, help="turns whose answer the user interrupts (default 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dystream-e2e-") as workdir:
+        result = run(args.modes, args.turns, args.bargeins, Path(workdir))
+    print(json.dumps(result, indent=2))
+    write_json_atomic(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

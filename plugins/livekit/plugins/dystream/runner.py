@@ -1,0 +1,137 @@
+"""``DyStreamRunner``: livekit's ``AvatarRunner`` with three changes measured necessary in a real room.
+
+1. The video is published at the stream's frame rate. ``AvatarRunner`` publishes with the SDK's default encoding,
+   which picks a preset from the frame size: small frames (the 128 px test model) are capped at 15 fps.
+
+2. Each video frame leaves with its audio, on the audio's clock. ``AVSynchronizer`` sends audio through the
+   ``AudioSource`` queue (drained in real time) and video through its own 25 fps timer; how far the two drift apart
+   depends on how full the audio queue happens to be and on the timer's phase, and it changed by up to 100 ms from one
+   segment to the next. Here a video frame is captured at the moment its audio starts to leave the ``AudioSource``
+   (the audio queued ahead of it when it arrives), plus ``video_delay_ms``: WebRTC receivers hold audio in their
+   jitter buffer about 50 ms longer than video (measured on loopback with livekit-server 1.13 and the Python SDK),
+   so the video waits that much to reach the viewer with its sound.
+
+3. Idle frames (no speech) carry 40 ms of silence into the ``AudioSource`` (not counted as playback), so the audio
+   never stops between segments and the receivers' jitter buffers stay settled instead of starting over, with a
+   different delay, at every segment.
+
+Everything else (lazy publishing, playback started/finished, interruption) is ``AvatarRunner``'s own behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from livekit import rtc
+from livekit.agents.utils import log_exceptions
+from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarOptions, AvatarRunner, VideoGenerator
+
+from .log import stdlib_logger
+
+MIN_BITRATE = 300_000
+BITS_PER_PIXEL = 0.15  # per frame, for the default maximum bitrate
+
+
+class DyStreamRunner(AvatarRunner):
+    def __init__(
+        self,
+        room: rtc.Room,
+        *,
+        audio_recv: AudioReceiver,
+        video_gen: VideoGenerator,
+        options: AvatarOptions,
+        video_delay_ms: float = 50.0,
+    ) -> None:
+        super().__init__(room, audio_recv=audio_recv, video_gen=video_gen, options=options)
+        self._video_delay_s = video_delay_ms / 1000.0
+        self._frame_s = 1.0 / options.video_fps
+        self._last_capture: float | None = None
+        self._pending_video: set[asyncio.TimerHandle] = set()
+        self._audio_since_video = True
+        samples = int(options.audio_sample_rate / options.video_fps)
+        self._silence = rtc.AudioFrame(
+            bytes(2 * samples * options.audio_channels), options.audio_sample_rate, options.audio_channels, samples
+        )
+
+    def video_encoding(self) -> rtc.VideoEncoding:
+        o = self._options
+        bitrate = max(MIN_BITRATE, int(o.video_width * o.video_height * o.video_fps * BITS_PER_PIXEL))
+        return rtc.VideoEncoding(max_framerate=o.video_fps, max_bitrate=bitrate)
+
+    async def _publish_track(self) -> None:
+        # AvatarRunner._publish_track, with the video encoding set
+        async with self._lock:
+            await self._room_connected_fut
+            audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
+            audio_options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            self._audio_publication = await self._room.local_participant.publish_track(audio_track, audio_options)
+            await self._audio_publication.wait_for_subscription()
+            video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
+            video_options = rtc.TrackPublishOptions(
+                source=rtc.TrackSource.SOURCE_CAMERA, video_encoding=self.video_encoding()
+            )
+            self._video_publication = await self._room.local_participant.publish_track(video_track, video_options)
+
+    @log_exceptions(logger=stdlib_logger)
+    async def _forward_video(self) -> None:
+        async for frame in self._video_gen:
+            if isinstance(frame, AudioSegmentEnd):
+                self._segment_ended()
+                continue
+            if not self._video_publication:
+                await self._publish_track()
+            if isinstance(frame, rtc.VideoFrame):
+                if not self._audio_since_video:
+                    await self._audio_source.capture_frame(self._silence)  # the previous frame was idle
+                self._audio_since_video = False
+                self._schedule_video(frame)
+                continue
+            self._audio_since_video = True
+            await self._audio_source.capture_frame(frame)
+            if self._playback_position == 0.0 and frame.duration > 0.0:
+                self._notify(self._audio_recv.notify_playback_started())
+            self._playback_position += frame.duration
+
+    def _schedule_video(self, frame: rtc.VideoFrame) -> None:
+        """Capture ``frame`` when the audio it precedes starts to leave, plus the receivers' extra audio delay.
+
+        The audio queue fills and empties by up to 100 ms when a segment starts or ends; following it at once would
+        leave a gap (or a burst) in the video, so consecutive frames stay between half a frame and one and a half
+        frames apart, and the video catches up with the audio over a few frames.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = now + self._audio_source.queued_duration + self._video_delay_s
+        if self._last_capture is not None:
+            at = min(max(at, self._last_capture + 0.5 * self._frame_s), self._last_capture + 1.5 * self._frame_s)
+        at = max(at, now)  # late already: at once
+        self._last_capture = at
+
+        def capture() -> None:
+            self._pending_video.discard(handle)
+            self._video_source.capture_frame(frame)
+
+        handle = loop.call_at(at, capture)
+        self._pending_video.add(handle)
+
+    def _segment_ended(self) -> None:
+        # AvatarRunner._forward_video's handling of AudioSegmentEnd
+        if not self._audio_playing:
+            return
+        self._notify(
+            self._audio_recv.notify_playback_finished(playback_position=self._playback_position, interrupted=False)
+        )
+        self._audio_playing = False
+        self._playback_position = 0.0
+
+    def _notify(self, result: object) -> None:
+        if asyncio.iscoroutine(result):
+            task = asyncio.create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for handle in self._pending_video:
+            handle.cancel()
+        self._pending_video.clear()
+        await super().aclose()

@@ -1,0 +1,103 @@
+"""End-to-end fixtures: one real LiveKit server for the session, and each plugin mode deployed once against it.
+
+The server binary is built with ``go install`` the first time (cached in Go's bin folder); if it cannot be built
+the tests fail, loudly. Workers run as subprocesses with the tiny random-weight model. Conversations are run once
+per mode and shared by the tests that check different things about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bench.harness.deployment import Deployment, make_clips
+from bench.harness.scenario import Conversation, converse
+from bench.harness.server import LiveKitServer, ServerBuildError, server_binary
+from config.settings import get_settings
+
+# the order the files run in: the server restart disturbs every deployment, the secret scan reads every log
+FILE_ORDER = ["test_conversation.py", "test_rejoin.py", "test_soak.py", "test_server_restart.py", "test_secrets.py"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = Path(str(item.fspath)).name
+        return FILE_ORDER.index(name) if name in FILE_ORDER else len(FILE_ORDER)
+
+    e2e = [item for item in items if "tests/e2e/" in str(item.fspath)]
+    others = [item for item in items if item not in e2e]
+    for item in e2e:
+        item.add_marker(pytest.mark.e2e)
+    items[:] = others + sorted(e2e, key=rank)
+
+
+@pytest.fixture(scope="session")
+def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def livekit_server(e2e_dir: Path):
+    try:
+        binary = server_binary(build=True)
+    except ServerBuildError as exc:
+        pytest.fail(f"cannot run the end-to-end tests without a LiveKit server: {exc}", pytrace=False)
+    server = LiveKitServer(e2e_dir / "server", binary=binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    path = get_settings().samples_dir
+    if not Path(path).is_dir():
+        pytest.fail(f"samples folder {path} is missing: set DYSTREAM_SAMPLES_DIR", pytrace=False)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def expected_size() -> tuple[int, int]:
+    """(width, height) of the tiny model's frames, which the workers run."""
+    from avatar.renderer.config import RendererConfig
+
+    size = RendererConfig.tiny().image_size
+    return size, size
+
+
+@pytest.fixture(scope="session")
+def clips(samples_dir: Path, e2e_dir: Path):
+    return make_clips(samples_dir, e2e_dir / "clips")
+
+
+@pytest.fixture(scope="session")
+def deployments(livekit_server: LiveKitServer, clips, samples_dir: Path, e2e_dir: Path):
+    """Deployments started on first use, one per plugin mode, all stopped at the end of the session."""
+    started: dict[str, Deployment] = {}
+
+    def get(mode: str) -> Deployment:
+        if mode not in started:
+            deployment = Deployment(livekit_server, mode, e2e_dir / mode, samples_dir, clips)
+            deployment.workdir.mkdir(parents=True, exist_ok=True)
+            started[mode] = deployment
+            deployment.start()
+        return started[mode]
+
+    yield get
+    for deployment in started.values():
+        deployment.stop()
+
+
+@pytest.fixture(scope="session")
+def conversations(deployments):
+    """One full conversation per mode (greeting, a turn, a barge-in, the answer), run on first use."""
+    done: dict[str, Conversation] = {}
+
+    def get(mode: str) -> Conversation:
+        if mode not in done:
+            done[mode] = asyncio.run(converse(deployments(mode)))
+        return done[mode]
+
+    return get

@@ -1,0 +1,134 @@
+"""The command line: every command has useful help, tokens are valid, wrong settings give one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from agent.__main__ import COMMANDS, build_parser, main
+from config.settings import get_settings
+
+REPO = Path(__file__).resolve().parents[2]
+KEY, SECRET = "test-key", "a-test-secret-that-is-long-enough-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch):
+    for name in list(os.environ):
+        if name.startswith(("LIVEKIT_", "DYSTREAM_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(REPO)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "DYSTREAM_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, env={**base, **(env or {})}, cwd=REPO
+    )
+
+
+def test_every_worker_command_is_registered_with_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    help_text = parser.format_help()
+    for name in ("token", "dev", "start", "connect", "avatar-worker"):
+        assert name in COMMANDS and name in help_text
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert "--api-key" in out and "LIVEKIT" in out, f"{name} --help does not explain the connection settings"
+
+
+def test_token_is_signed_for_the_room_and_can_dispatch_an_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "token",
+            "--room",
+            "demo",
+            "--identity",
+            "alice",
+            "--agent",
+            "dystream",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+        ]
+    )
+    assert code == 0
+    token = capsys.readouterr().out.strip()
+    claims = api.TokenVerifier(KEY, SECRET).verify(token)
+    assert claims.identity == "alice"
+    assert claims.video.room == "demo" and claims.video.room_join
+    assert [a.agent_name for a in claims.room_config.agents] == ["dystream"]
+    with pytest.raises(Exception):  # noqa: B017 - any verification error
+        api.TokenVerifier(KEY, "another-secret-another-secret-another").verify(token)
+
+
+def test_token_reads_the_key_and_secret_from_the_environment(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LIVEKIT_API_KEY", KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    assert main(["token", "--room", "r1"]) == 0
+    assert api.TokenVerifier(KEY, SECRET).verify(capsys.readouterr().out.strip()).identity == "user"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["token", "--room", "r1"], "LIVEKIT_API_KEY and LIVEKIT_API_SECRET"),
+        (["token", "--room", "r1", "--api-key", KEY, "--api-secret", SECRET, "--ttl", "0"], "--ttl"),
+        (["token", "--room", " ", "--api-key", KEY, "--api-secret", SECRET], "--room"),
+        (["start"], "LIVEKIT_URL"),
+        (["dev", "--api-key", KEY, "--api-secret", SECRET], "LIVEKIT_URL"),
+        (["avatar-worker", "--url", "ws://127.0.0.1:1"], "LIVEKIT_API_KEY"),
+        (["connect", "--room", "r1", "--url", "localhost:7880", "--api-key", KEY, "--api-secret", SECRET], "not a URL"),
+    ],
+)
+def test_wrong_settings_give_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert SECRET not in err
+
+
+def test_a_half_configured_pipeline_is_refused_before_connecting(capsys) -> None:
+    os.environ["DYSTREAM_AGENT__LLM"] = "openai/gpt-4.1-mini"
+    args = ["start", "--url", "ws://127.0.0.1:1", "--api-key", KEY, "--api-secret", SECRET]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "DYSTREAM_AGENT__STT" in err and "DYSTREAM_AGENT__TTS" in err and len(err.splitlines()) == 1
+
+
+def test_a_missing_reply_clip_is_named(tmp_path: Path, capsys) -> None:
+    os.environ["DYSTREAM_AGENT__REPLY_CLIPS"] = f'["{tmp_path / "nope.wav"}"]'
+    args = ["start", "--url", "ws://127.0.0.1:1", "--api-key", KEY, "--api-secret", SECRET]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "nope.wav" in err and "DYSTREAM_AGENT__REPLY_CLIPS" in err
+
+
+def test_the_console_script_prints_no_traceback_for_a_user_error() -> None:
+    result = run_cli("start", env={"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "dystream start: error: missing LiveKit connection settings: set LIVEKIT_URL (or --url)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_connect_to_a_server_that_is_not_there_fails_with_one_line() -> None:
+    # nothing listens on port 1: `connect` cannot look the room up, and says so without a traceback
+    env = {"LIVEKIT_URL": "http://127.0.0.1:1", "LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET}
+    result = run_cli("connect", "--room", "r1", env={**env, "DYSTREAM_AVATAR__MODE": "remote"})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("dystream connect: error:") and "127.0.0.1:1" in last, result.stderr
+    assert "Traceback" not in result.stderr and SECRET not in result.stderr

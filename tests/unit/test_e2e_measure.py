@@ -1,0 +1,87 @@
+"""The receiver-side measurements of the end-to-end harness find what they claim, to within a few milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from livekit.plugins.dystream.diagnostics import has_beep
+
+from bench.harness import measure
+from bench.harness.client import AttributeChange, VideoSample
+from bench.harness.signals import SAMPLE_RATE, beep_starts, read_wav, reply_clip, speech_end, speech_onset
+from config.settings import get_settings
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    path = get_settings().samples_dir / "dyadic_self.wav"
+    assert path.is_file(), f"sample {path} missing: set DYSTREAM_SAMPLES_DIR"
+    return read_wav(path)
+
+
+def received(pcm: np.ndarray, start: float, chunk: int = 160, jitter_s: float = 0.0, seed: int = 0):
+    """(times, samples) as the client records them: 10 ms chunks stamped on arrival, with some arrival jitter."""
+    rng = np.random.default_rng(seed)
+    times = []
+    for i in range(0, len(pcm), chunk):
+        arrival = start + i / SAMPLE_RATE + rng.uniform(0, jitter_s)
+        times.append(arrival + np.arange(min(chunk, len(pcm) - i)) / SAMPLE_RATE)
+    return np.concatenate(times), pcm
+
+
+def test_beep_onsets_are_found_within_5_ms_in_a_reply_clip(speech: np.ndarray) -> None:
+    clip = reply_clip(speech, seconds=5.0)
+    times, pcm = received(clip, start=100.0, jitter_s=0.002)
+    onsets = measure.audio_beep_onsets(times, pcm)
+    expected = [100.0 + s for s in beep_starts(5.0)]
+    assert len(onsets) == len(expected)
+    assert np.abs(np.asarray(onsets) - expected).max() < 0.005
+
+
+def test_flash_onsets_and_av_offsets(speech: np.ndarray) -> None:
+    clip = reply_clip(speech, seconds=5.0)
+    frames = clip.reshape(-1, 640)
+    video_delay = 0.033
+    video = [
+        VideoSample(200.0 + k * 0.04 + video_delay, 128, 128, 255.0 if has_beep(f) else 0.0)
+        for k, f in enumerate(frames)
+    ]
+    times, pcm = received(clip, start=200.0)
+    offsets = measure.av_offsets_ms(measure.audio_beep_onsets(times, pcm), measure.video_flash_onsets(video))
+    assert len(offsets) == len(beep_starts(5.0))
+    assert all(abs(o - 33.0) < 5.0 for o in offsets), offsets
+
+
+def test_speech_stop_finds_where_the_avatar_fell_silent(speech: np.ndarray) -> None:
+    clip = reply_clip(speech, seconds=5.0)
+    cut = int(2.3 * SAMPLE_RATE)
+    pcm = np.concatenate([clip[:cut], np.zeros(2 * SAMPLE_RATE, np.int16)])
+    times, pcm = received(pcm, start=10.0)
+    stop = measure.speech_stop(times, pcm, after=12.25)
+    assert stop is not None and abs(stop - 12.3) < 0.011
+    assert measure.speech_stop(times, pcm, after=15.0) is None, "no sound ends after 15 s"
+
+
+def test_video_rate_and_gaps() -> None:
+    video = [VideoSample(k * 0.04, 64, 64, 0.0) for k in range(500) if k != 100]
+    fps, gap = measure.video_rate(video, 1.0, 10.0)
+    assert fps == pytest.approx(24.9, abs=0.11) and gap == pytest.approx(80.0, abs=0.5)
+    assert measure.max_gap_ms(video, 5.0, 15.0) == pytest.approx(40.0, abs=0.5)
+
+
+def test_state_lookups() -> None:
+    states = [
+        AttributeChange(1.0, "a", "dystream.state", "idle"),
+        AttributeChange(2.0, "a", "dystream.state", "listening"),
+    ]
+    assert measure.state_at(states, 1.5) == "idle" and measure.state_at(states, 2.5) == "listening"
+    assert measure.first_state_after(states, 1.1, {"listening", "both"}) == 2.0
+    assert measure.first_state_after(states, 2.1, {"listening"}) is None
+
+
+def test_utterance_onset_and_end_of_the_user_sample() -> None:
+    path = get_settings().samples_dir / "dyadic_other.wav"
+    pcm = read_wav(path)[: int(2.2 * SAMPLE_RATE)]
+    padded = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.int16), pcm, np.zeros(SAMPLE_RATE // 2, np.int16)])
+    assert speech_onset(padded) == pytest.approx(SAMPLE_RATE // 2 + speech_onset(pcm), abs=1)
+    assert speech_end(padded) <= SAMPLE_RATE // 2 + len(pcm)

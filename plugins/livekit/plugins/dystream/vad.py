@@ -113,6 +113,15 @@ class SileroVad(VoiceActivityDetector):
 
         self._torch = torch
         self._model = _load_silero_model()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """TorchScript optimises the model on its first calls (about 100 ms): pay that here, at construction,
+        rather than on the event loop in the middle of a call, where it would stall the published video."""
+        silence = np.zeros(self.window_samples, dtype=np.int16)
+        for _ in range(3):
+            self._probability(silence)
+        self._model.reset_states()
 
     def reset(self) -> None:
         super().reset()

@@ -99,16 +99,16 @@ def test_wrong_settings_give_one_line_and_exit_2(args: list[str], message: str, 
     assert SECRET not in err
 
 
-def test_a_half_configured_pipeline_is_refused_before_connecting(capsys) -> None:
-    os.environ["DYSTREAM_AGENT__LLM"] = "openai/gpt-4.1-mini"
+def test_a_half_configured_pipeline_is_refused_before_connecting(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYSTREAM_AGENT__LLM", "openai/gpt-4.1-mini")
     args = ["start", "--url", "ws://127.0.0.1:1", "--api-key", KEY, "--api-secret", SECRET]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "DYSTREAM_AGENT__STT" in err and "DYSTREAM_AGENT__TTS" in err and len(err.splitlines()) == 1
 
 
-def test_a_missing_reply_clip_is_named(tmp_path: Path, capsys) -> None:
-    os.environ["DYSTREAM_AGENT__REPLY_CLIPS"] = f'["{tmp_path / "nope.wav"}"]'
+def test_a_missing_reply_clip_is_named(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYSTREAM_AGENT__REPLY_CLIPS", f'["{tmp_path / "nope.wav"}"]')
     args = ["start", "--url", "ws://127.0.0.1:1", "--api-key", KEY, "--api-secret", SECRET]
     assert main(args) == 2
     err = capsys.readouterr().err

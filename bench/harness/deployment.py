@@ -100,7 +100,6 @@ class Deployment:
             "DYSTREAM_SAMPLES_DIR": str(samples),
             "DYSTREAM_AVATAR__MODE": self.mode,
             "DYSTREAM_AVATAR__SIZE": "tiny",
-            "DYSTREAM_STREAM__TORCH_THREADS": "1",  # the tiny model is fastest, and steadiest, on one thread
             "DYSTREAM_AVATAR__RANDOM_WEIGHTS": "true",
             "DYSTREAM_AVATAR__PORTRAIT": str(samples / "portrait.png"),
             "DYSTREAM_AVATAR__DIAGNOSTIC_OVERLAY": "true",

@@ -22,18 +22,10 @@ from pathlib import Path
 from bench.harness.deployment import Deployment, make_clips
 from bench.harness.scenario import converse
 from bench.harness.server import LiveKitServer
+from bench.results_file import write_json_atomic
 from config.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "e2e.json"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-    os.replace(tmp, path)
 
 
 def run(modes: list[str], turns: int, bargeins: int, workdir: Path) -> dict:
@@ -80,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dystream-e2e-") as workdir:
         result = run(args.modes, args.turns, args.bargeins, Path(workdir))
     print(json.dumps(result, indent=2))
-    write_json_atomic(args.out, result)
+    write_json_atomic(result, args.out)
     return 0
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +26,7 @@ from avatar.cfg import CfgScales, branch_gates
 from avatar.checkpoints import random_motion_generator
 from avatar.config import MotionConfig
 from avatar.sampler import sample_latent
+from bench.results_file import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "motion.json"
 
@@ -40,19 +39,6 @@ def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, objec
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - start) * 1000.0, out
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.inference_mode()

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from tqdm import tqdm
 
 from avatar.renderer import RendererConfig, random_renderer
 from avatar.renderer.renderer import DTYPES
+from bench.results_file import write_json_atomic
 from config.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "render.json"
@@ -78,19 +77,6 @@ def measure(size: str, device: str, dtype: str, frames: int) -> dict[str, object
     }
 
 
-def _write_atomically(data: dict[str, object], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(prog="python -m bench.render", description=__doc__.splitlines()[0])
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu, plus cuda when available)")
@@ -130,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "allow_tf32": allow_tf32,
         "results": results,
     }
-    _write_atomically(report, args.out)
+    write_json_atomic(report, args.out)
     print(json.dumps(report, indent=2))
     return report
 

@@ -53,6 +53,7 @@ from avatar.renderer import Renderer, RendererConfig, random_renderer, to_uint8
 from avatar.sampler import sample_latent
 from avatar.stream import AvatarStream, StreamFrame
 from avatar.stream_core import STAGES, StreamCore, table_noise
+from bench.results_file import write_json_atomic
 from config.settings import ModelSettings, StreamSettings, get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stream.json"
@@ -365,13 +366,6 @@ async def realtime(models: Models, audio: tuple[np.ndarray, np.ndarray], seconds
     }
 
 
-def _write(result: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -415,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         result["tiny"]["peak_rss_mb"] = _peak_rss_mb()
         result["tiny"]["bench_seconds"] = round(time.perf_counter() - began, 1)
         del tiny
-        _write(result)
+        write_json_atomic(result, RESULTS)
 
     if args.only != "tiny":
         began_full = time.perf_counter()
@@ -445,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench_seconds": round(time.perf_counter() - began_full, 1),
         }
     result["peak_rss_mb"] = _peak_rss_mb()
-    _write(result)
+    write_json_atomic(result, RESULTS)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -119,7 +119,13 @@ class AvatarSettings(BaseModel):
     size: Literal["full", "tiny"] = Field("full", description="tiny: small random model for tests")
     diagnostic_overlay: bool = Field(False, description="flash a patch on frames whose audio carries a beep")
     video_delay_ms: float = Field(
-        50.0, ge=0, le=500, description="video leaves after its audio by this much: receivers buffer audio longer"
+        40.0, ge=0, le=500, description="video leaves after its audio by this much: receivers buffer audio longer"
+    )
+    playout_lead_ms: float = Field(
+        80.0,
+        ge=0,
+        le=1000,
+        description="audio kept queued for sending: a frame the engine delivers this much late still plays smoothly",
     )
     metrics_interval_s: float = Field(10.0, gt=0, description="how often the session metrics summary is logged")
     max_sessions_per_worker: int = Field(

@@ -1,9 +1,15 @@
 """The user side of a call: a `livekit.rtc` participant that talks into a microphone track and records the avatar.
 
-Everything it receives is stamped with the wall-clock time it arrived (``time.time()``, the clock the agent's event
-log uses too): each video frame of the avatar (its size and the brightness of the diagnostic square), each chunk of
-the avatar's audio, and each change of a participant attribute. The microphone sends silence between utterances, in
-real time, like a real one.
+Everything it receives is stamped on the wall clock (``time.time()``, the clock the agent's event log uses too):
+each video frame of the avatar (its size and the brightness of the diagnostic square), each chunk of the avatar's
+audio, and each change of a participant attribute. The microphone sends silence between utterances, in real time,
+like a real one.
+
+Media is timed where a viewer's player would present it, not when this Python process got round to reading it (on a
+2-core machine shared with the server and the workers it is sometimes tens of ms late): a video frame at the render
+time WebRTC's receiver gave it (the frame's ``timestamp_us``, on the monotonic clock), and the native stream keeps up
+to a second of frames instead of dropping those this process is slow to take; the audio, which the receiver plays out
+as a continuous 10 ms stream, at the earliest time consistent with every later chunk's arrival.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from livekit import api, rtc
 from livekit.plugins.dystream.diagnostics import read_patch
+from livekit.rtc._ffi_client import FfiClient
+from livekit.rtc._proto import ffi_pb2, video_frame_pb2
 
 from .signals import SAMPLE_RATE, speech_end, speech_onset
 
 MIC_CHUNK = SAMPLE_RATE // 100  # 10 ms
 MIC_QUEUE_MS = 40
+VIDEO_QUEUE_FRAMES = 25
 AVATAR_VIDEO_TRACK = "avatar_video"
 AVATAR_AUDIO_TRACK = "avatar_audio"
 STATE_ATTRIBUTE = "dystream.state"
@@ -67,6 +76,18 @@ def _brightness(frame: rtc.VideoFrame) -> np.ndarray:
         return np.frombuffer(frame.data, np.uint8, count=width * height).reshape(height, width)
     rgb = np.frombuffer(frame.convert(rtc.VideoBufferType.RGB24).data, np.uint8).reshape(height, width, 3)
     return rgb.mean(axis=2)
+
+
+class _VideoStream(rtc.VideoStream):
+    """``rtc.VideoStream`` whose native queue holds ``VIDEO_QUEUE_FRAMES`` (the SDK leaves it at its small default)."""
+
+    def _create_owned_stream(self):
+        request = ffi_pb2.FfiRequest()
+        request.new_video_stream.track_handle = self._track._ffi_handle.handle
+        request.new_video_stream.type = video_frame_pb2.VideoStreamType.VIDEO_STREAM_NATIVE
+        request.new_video_stream.normalize_stride = True
+        request.new_video_stream.queue_size_frames = VIDEO_QUEUE_FRAMES
+        return FfiClient.instance.request(request).new_video_stream.stream
 
 
 def user_token(server_key: str, server_secret: str, room: str, identity: str, agent_name: str | None) -> str:
@@ -129,10 +150,19 @@ class UserClient:
         return [change for change in self.attributes if change.key == STATE_ATTRIBUTE]
 
     def audio_timeline(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sample times, samples) of everything received from the avatar, in order of arrival."""
+        """(sample times, samples) of everything received from the avatar, in order of arrival.
+
+        A chunk was played out no later than it arrived, nor later than any following chunk arrived less the audio
+        in between: its start is the least of those bounds (a chunk delayed on its way into Python is put back).
+        """
         if not self.audio:
             return np.zeros(0), np.zeros(0, np.int16)
-        times = np.concatenate([chunk.t + np.arange(len(chunk.pcm)) / SAMPLE_RATE for chunk in self.audio])
+        starts = np.array([chunk.t for chunk in self.audio])
+        for i in range(len(starts) - 2, -1, -1):
+            starts[i] = min(starts[i], starts[i + 1] - len(self.audio[i].pcm) / SAMPLE_RATE)
+        times = np.concatenate(
+            [start + np.arange(len(chunk.pcm)) / SAMPLE_RATE for start, chunk in zip(starts, self.audio, strict=True)]
+        )
         return times, np.concatenate([chunk.pcm for chunk in self.audio])
 
     # -- internals -----------------------------------------------------------------------------------------------
@@ -183,14 +213,14 @@ class UserClient:
             self._spawn(self._record_audio(track))
 
     async def _record_video(self, track: rtc.Track) -> None:
-        stream = rtc.VideoStream(track)
+        stream = _VideoStream(track)
         try:
             async for event in stream:
-                now = time.time()
+                rendered = event.timestamp_us / 1e6 + (time.time() - time.monotonic())  # the monotonic clock's
                 frame = event.frame
-                self.video.append(VideoSample(now, frame.width, frame.height, read_patch(_brightness(frame))))
+                self.video.append(VideoSample(rendered, frame.width, frame.height, read_patch(_brightness(frame))))
                 if not self.first_video.done():
-                    self.first_video.set_result(now)
+                    self.first_video.set_result(rendered)
         finally:
             await stream.aclose()
 

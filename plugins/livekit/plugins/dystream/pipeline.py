@@ -74,6 +74,7 @@ class AvatarPipeline:
             video_gen=generator,
             options=options,
             video_delay_ms=settings.avatar.video_delay_ms,
+            playout_lead_ms=settings.avatar.playout_lead_ms,
         )
         generator.attach_av_sync(runner.av_sync)
         listener = UserListener(

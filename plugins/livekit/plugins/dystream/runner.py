@@ -6,14 +6,19 @@
 2. Each video frame leaves with its audio, on the audio's clock. ``AVSynchronizer`` sends audio through the
    ``AudioSource`` queue (drained in real time) and video through its own 25 fps timer; how far the two drift apart
    depends on how full the audio queue happens to be and on the timer's phase, and it changed by up to 100 ms from one
-   segment to the next. Here a video frame is captured at the moment its audio starts to leave the ``AudioSource``
-   (the audio queued ahead of it when it arrives), plus ``video_delay_ms``: WebRTC receivers hold audio in their
-   jitter buffer about 50 ms longer than video (measured on loopback with livekit-server 1.13 and the Python SDK),
-   so the video waits that much to reach the viewer with its sound.
+   segment to the next. Here a video frame is captured at the moment its audio starts to leave the audio source
+   (the audio queued ahead of it when it arrives, counted by ``PlayoutSource`` so that a queue that ran dry does not
+   throw the count off), plus ``video_delay_ms``: WebRTC receivers hold audio in their jitter buffer longer than
+   video, so the video waits about that much to reach the viewer with its sound. Both tracks are published in one
+   media stream (``stream="avatar"``), so receivers also synchronise them with their own lip sync: measured on
+   loopback (livekit-server 1.13, the Python SDK), the settled offsets stayed within -22..+8 ms over thirteen calls,
+   against -52..+47 ms with the tracks in separate streams, where the offset followed each receiver's jitter buffer.
 
-3. Idle frames (no speech) carry 40 ms of silence into the ``AudioSource`` (not counted as playback), so the audio
-   never stops between segments and the receivers' jitter buffers stay settled instead of starting over, with a
-   different delay, at every segment.
+3. The audio never stops: idle frames (no speech) carry silence (not counted as playback), and the audio source keeps
+   ``playout_lead_ms`` of audio queued (``PlayoutSource``). A frame the engine delivers late (a busy CPU) then delays
+   nothing the viewer sees, as long as the lead covers it; without it the audio ran dry and the video stalled at
+   such frames (80-130 ms gaps at the start of replies on a 2-core machine). The receivers' jitter buffers stay
+   settled instead of starting over, with a different delay, at every segment.
 
 Everything else (lazy publishing, playback started/finished, interruption) is ``AvatarRunner``'s own behaviour.
 """
@@ -26,10 +31,12 @@ from livekit import rtc
 from livekit.agents.utils import log_exceptions
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarOptions, AvatarRunner, VideoGenerator
 
-from .log import stdlib_logger
+from .log import logger, stdlib_logger
+from .playout import PlayoutSource
 
 MIN_BITRATE = 300_000
 BITS_PER_PIXEL = 0.15  # per frame, for the default maximum bitrate
+MEDIA_STREAM = "avatar"  # both tracks in one stream: receivers synchronise them
 
 
 class DyStreamRunner(AvatarRunner):
@@ -40,18 +47,24 @@ class DyStreamRunner(AvatarRunner):
         audio_recv: AudioReceiver,
         video_gen: VideoGenerator,
         options: AvatarOptions,
-        video_delay_ms: float = 50.0,
+        video_delay_ms: float = 40.0,
+        playout_lead_ms: float = 80.0,
     ) -> None:
         super().__init__(room, audio_recv=audio_recv, video_gen=video_gen, options=options)
         self._video_delay_s = video_delay_ms / 1000.0
         self._frame_s = 1.0 / options.video_fps
+        self._notify(self._av_sync.aclose())  # AvatarRunner's own, replaced by these two
+        self._notify(self._audio_source.aclose())
+        self._playout = PlayoutSource(
+            options.audio_sample_rate, options.audio_channels, lead_s=playout_lead_ms / 1000.0, frame_s=self._frame_s
+        )
+        self._audio_source = self._playout
+        self._av_sync = rtc.AVSynchronizer(
+            audio_source=self._playout, video_source=self._video_source, video_fps=options.video_fps
+        )
         self._last_capture: float | None = None
         self._pending_video: set[asyncio.TimerHandle] = set()
         self._audio_since_video = True
-        samples = int(options.audio_sample_rate / options.video_fps)
-        self._silence = rtc.AudioFrame(
-            bytes(2 * samples * options.audio_channels), options.audio_sample_rate, options.audio_channels, samples
-        )
 
     def video_encoding(self) -> rtc.VideoEncoding:
         o = self._options
@@ -59,16 +72,16 @@ class DyStreamRunner(AvatarRunner):
         return rtc.VideoEncoding(max_framerate=o.video_fps, max_bitrate=bitrate)
 
     async def _publish_track(self) -> None:
-        # AvatarRunner._publish_track, with the video encoding set
+        # AvatarRunner._publish_track, with the video encoding and the media stream set
         async with self._lock:
             await self._room_connected_fut
             audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
-            audio_options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            audio_options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, stream=MEDIA_STREAM)
             self._audio_publication = await self._room.local_participant.publish_track(audio_track, audio_options)
             await self._audio_publication.wait_for_subscription()
             video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
             video_options = rtc.TrackPublishOptions(
-                source=rtc.TrackSource.SOURCE_CAMERA, video_encoding=self.video_encoding()
+                source=rtc.TrackSource.SOURCE_CAMERA, video_encoding=self.video_encoding(), stream=MEDIA_STREAM
             )
             self._video_publication = await self._room.local_participant.publish_track(video_track, video_options)
 
@@ -82,7 +95,7 @@ class DyStreamRunner(AvatarRunner):
                 await self._publish_track()
             if isinstance(frame, rtc.VideoFrame):
                 if not self._audio_since_video:
-                    await self._audio_source.capture_frame(self._silence)  # the previous frame was idle
+                    await self._playout.capture_idle_frame()  # the previous frame was idle
                 self._audio_since_video = False
                 self._schedule_video(frame)
                 continue
@@ -131,6 +144,8 @@ class DyStreamRunner(AvatarRunner):
             task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        dry_ms = round(self._playout.dry_s * 1000.0)
+        logger.info("avatar playout closed", audio_dry_spells=self._playout.dry_spells, audio_dry_ms=dry_ms)
         for handle in self._pending_video:
             handle.cancel()
         self._pending_video.clear()

@@ -1,5 +1,6 @@
 """The generator inside livekit-agents' real AvatarRunner and QueueAudioOutput, on a duck-typed room (no server):
-every segment gets exactly one playback_finished, whether it plays out or is interrupted, 100 times in a row."""
+every segment gets exactly one playback_finished, whether it plays out or is interrupted, 100 times in a row; and
+DyStreamRunner's own accounting of audio queued across an interruption."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner, QueueAudioOutput
+from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, AvatarRunner, QueueAudioOutput, VideoGenerator
 from livekit.plugins.dystream.generator import DyStreamVideoGenerator
+from livekit.plugins.dystream.runner import DyStreamRunner
 from livekit.plugins.dystream.testing import FakeRoom, tiny_engine
 
 from config.settings import ModelSettings, StreamSettings, get_settings
@@ -111,3 +113,62 @@ async def test_100_interruptions_never_leave_a_segment_unfinished(avatar, caplog
     assert len(agent.finished) == segments
     assert interrupted >= 60
     assert "playback_finished called more times" not in caplog.text
+
+
+class ScriptedGenerator(VideoGenerator):
+    """Hands the runner exactly the items the test puts in."""
+
+    def __init__(self) -> None:
+        self.items: asyncio.Queue = asyncio.Queue()
+
+    async def push_audio(self, frame) -> None:
+        return None
+
+    def clear_buffer(self) -> None:
+        return None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self.items.get()
+
+
+async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback() -> None:
+    """The agent interrupts while the runner is queueing a frame of its speech: that frame belongs to the dropped
+    segment. It once opened a phantom playback (a second playback_started) whose position leaked into the next one."""
+    options = AvatarOptions(video_width=64, video_height=64, video_fps=25, audio_sample_rate=16000, audio_channels=1)
+    audio = QueueAudioOutput(sample_rate=16000, wait_playback_start=True)
+    generator = ScriptedGenerator()
+    runner = DyStreamRunner(FakeRoom(), audio_recv=audio, video_gen=generator, options=options)
+    agent = Agent(audio, np.zeros(16000, np.int16))
+    await runner.start()
+    video = rtc.VideoFrame(64, 64, rtc.VideoBufferType.RGB24, bytes(64 * 64 * 3))
+    speech = rtc.AudioFrame(bytes(1280), 16000, 1, 640)
+
+    gate = asyncio.Event()
+    capture = runner._playout.capture_frame
+
+    async def slow_capture(frame: rtc.AudioFrame) -> None:
+        if frame is speech and not gate.is_set():
+            await gate.wait()
+        await capture(frame)
+
+    runner._playout.capture_frame = slow_capture  # type: ignore[method-assign]
+    await agent.say(0.04)  # the receiver side: a segment is playing
+    for item in (video, speech):
+        generator.items.put_nowait(item)
+    await asyncio.sleep(0.1)  # the runner waits in capture_frame with the first frame of speech
+    agent.interrupt()
+    event = await agent.wait_for_playout()
+    assert event.interrupted
+    gate.set()
+    await asyncio.sleep(0.1)
+    assert agent.started == 0, "the interrupted frame opened a playback"
+
+    await agent.say(0.04)  # the next reply plays out: one start, its own position
+    for item in (video, speech, AudioSegmentEnd()):
+        generator.items.put_nowait(item)
+    event = await agent.wait_for_playout()
+    assert (agent.started, event.interrupted, round(event.playback_position, 3)) == (1, False, 0.04)
+    await runner.aclose()

@@ -1,4 +1,4 @@
-"""``DyStreamRunner``: livekit's ``AvatarRunner`` with three changes measured necessary in a real room.
+"""``DyStreamRunner``: livekit's ``AvatarRunner`` with four changes measured necessary in a real room.
 
 1. The video is published at the stream's frame rate. ``AvatarRunner`` publishes with the SDK's default encoding,
    which picks a preset from the frame size: small frames (the 128 px test model) are capped at 15 fps.
@@ -19,6 +19,11 @@
    nothing the viewer sees, as long as the lead covers it; without it the audio ran dry and the video stalled at
    such frames (80-130 ms gaps at the start of replies on a 2-core machine). The receivers' jitter buffers stay
    settled instead of starting over, with a different delay, at every segment.
+
+4. An interruption that comes while an audio frame is being queued ends that frame's playback accounting: the frame
+   belongs to the interrupted segment. ``AvatarRunner`` counted it as the first frame of a new segment (its position
+   had just been reset), so the agent got a ``playback_started`` with no speech behind it and the next reply's
+   ``playback_finished`` carried both positions (seen in remote mode).
 
 Everything else (lazy publishing, playback started/finished, interruption) is ``AvatarRunner``'s own behaviour.
 """
@@ -65,6 +70,7 @@ class DyStreamRunner(AvatarRunner):
         self._last_capture: float | None = None
         self._pending_video: set[asyncio.TimerHandle] = set()
         self._audio_since_video = True
+        self._clears = 0
 
     def video_encoding(self) -> rtc.VideoEncoding:
         o = self._options
@@ -100,7 +106,10 @@ class DyStreamRunner(AvatarRunner):
                 self._schedule_video(frame)
                 continue
             self._audio_since_video = True
+            clears = self._clears
             await self._audio_source.capture_frame(frame)
+            if clears != self._clears:
+                continue  # interrupted while it was queued: it belongs to the dropped segment, not to a new one
             if self._playback_position == 0.0 and frame.duration > 0.0:
                 self._notify(self._audio_recv.notify_playback_started())
             self._playback_position += frame.duration
@@ -126,6 +135,10 @@ class DyStreamRunner(AvatarRunner):
 
         handle = loop.call_at(at, capture)
         self._pending_video.add(handle)
+
+    def _on_clear_buffer(self) -> None:
+        self._clears += 1
+        super()._on_clear_buffer()
 
     def _segment_ended(self) -> None:
         # AvatarRunner._forward_video's handling of AudioSegmentEnd

@@ -216,7 +216,8 @@ class UserClient:
         stream = _VideoStream(track)
         try:
             async for event in stream:
-                rendered = event.timestamp_us / 1e6 + (time.time() - time.monotonic())  # the monotonic clock's
+                # the receiver's render time, moved from the monotonic clock onto the wall clock
+                rendered = event.timestamp_us / 1e6 + (time.time() - time.monotonic())
                 frame = event.frame
                 self.video.append(VideoSample(rendered, frame.width, frame.height, read_patch(_brightness(frame))))
                 if not self.first_video.done():

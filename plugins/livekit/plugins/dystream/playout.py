@@ -10,9 +10,9 @@ audio captured next leaves that much later than a continuous stream would have. 
   ``max(empty_at, now) + duration`` at each capture, which stays right across dry spells; the spells are counted.
 - Not running dry. The source keeps about ``lead`` of audio queued: each idle frame (no speech) brings ``frame`` of
   silence, a little more or less while the queue holds less or more than the lead; an interruption empties the
-  queue and puts the lead of silence straight back. A frame the engine delivers late then
-  delays nothing the viewer sees, as long as the lead covers it, and the stream the receivers get never pauses (a
-  pause made their jitter buffers hold the audio longer from then on).
+  queue and puts the lead of silence straight back. A frame the engine delivers late then delays nothing the viewer
+  sees, as long as the lead covers it, and the stream the receivers get never pauses (a pause made their jitter
+  buffers hold the audio longer from then on).
 """
 
 from __future__ import annotations

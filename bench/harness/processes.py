@@ -90,14 +90,23 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if proc is not None:
+            terminate(proc, timeout, group=True)  # job processes of a killed worker must not outlive it
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; with ``group``, its whole process group (``start_new_session``) too."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if group:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        # job processes of a killed worker must not outlive it
+        else:
+            proc.kill()
+        proc.wait()
+    if group:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -77,21 +77,23 @@ def beep_starts(seconds: float, *, beep_every_s: float = 0.6, beep_s: float = 0.
     return starts
 
 
-def speech_onset(pcm: np.ndarray, *, window_s: float = 0.01, level: float = 0.02) -> int:
-    """Index of the first sample of the first 10 ms window whose RMS exceeds ``level`` (fraction of full scale)."""
+def _loud_windows(pcm: np.ndarray, window_s: float, level: float) -> tuple[int, np.ndarray]:
+    """(window length, indices of the windows whose RMS exceeds ``level``, a fraction of full scale)."""
     win = int(window_s * SAMPLE_RATE)
     x = pcm[: len(pcm) // win * win].astype(np.float64).reshape(-1, win) / 32768.0
     loud = np.flatnonzero(np.sqrt((x * x).mean(axis=1)) > level)
     if loud.size == 0:
         raise ValueError("no speech in the utterance")
+    return win, loud
+
+
+def speech_onset(pcm: np.ndarray, *, window_s: float = 0.01, level: float = 0.02) -> int:
+    """Index of the first sample of the first 10 ms window whose RMS exceeds ``level`` (fraction of full scale)."""
+    win, loud = _loud_windows(pcm, window_s, level)
     return int(loud[0] * win)
 
 
 def speech_end(pcm: np.ndarray, *, window_s: float = 0.01, level: float = 0.02) -> int:
     """Index just past the last 10 ms window whose RMS exceeds ``level``."""
-    win = int(window_s * SAMPLE_RATE)
-    x = pcm[: len(pcm) // win * win].astype(np.float64).reshape(-1, win) / 32768.0
-    loud = np.flatnonzero(np.sqrt((x * x).mean(axis=1)) > level)
-    if loud.size == 0:
-        raise ValueError("no speech in the utterance")
+    win, loud = _loud_windows(pcm, window_s, level)
     return int((loud[-1] + 1) * win)

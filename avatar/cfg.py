@@ -91,3 +91,18 @@ class CfgScales:
         if "anchor" in pred:
             out = out + self.anchor * (pred["anchor"] - u)
         return out + self.all * (pred["all"] - u)
+
+
+ALL_BRANCH = BRANCHES_5[-1]
+
+
+@dataclass(frozen=True)
+class NoGuidance:
+    """Sampling from the ``all`` branch alone (every condition on, no guidance): the quality ladder's cheap rungs."""
+
+    @property
+    def branches(self) -> tuple[Branch, ...]:
+        return (ALL_BRANCH,)
+
+    def combine(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0[0]

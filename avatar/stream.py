@@ -1,30 +1,31 @@
-"""The real-time DyStream engine: one frame every 40 ms from two live audio streams (issue 4; design.md "The clock",
-"Threads").
+"""The real-time DyStream engine: one frame every 40 ms from two live audio streams, audio first (README, "Real
+time that holds").
 
-``AvatarStream`` runs ``StreamCore`` on worker threads, paced by the wall clock (``FrameClock``), behind small
-bounded queues, and exposes an asyncio API (no LiveKit here):
+``AvatarStream`` runs ``StreamCore`` behind a clock and exposes an asyncio API (no LiveKit here):
 
 - ``push_self`` / ``end_self_segment`` / ``clear_self``: the agent's speech, in segments (``SelfQueue``);
 - ``push_other``: the user's live audio (``LiveBuffer``);
-- ``async for frame in stream``: one ``StreamFrame`` per tick (the rendered frame plus exactly the 40 ms of self
-  audio it shows), from ``start()`` on, idle ticks included.
+- ``async for item in stream``: from ``start()`` on, one ``AudioTick`` every 40 ms (exactly the 40 ms of self audio
+  that tick plays, idle ticks included) and, separately, a ``StreamFrame`` (the picture of tick ``index``) as soon as
+  it is rendered.
 
-Each tick the motion thread waits until the tick is due (at most ``run_ahead`` before its slot), waits for a free
-place in the output queue (``frame_queue`` frames in flight; a slow consumer blocks the worker, never the loop),
-takes 640 samples of each stream plus their lookahead and generates the motion latent; the render thread renders
-it (on CUDA, on its own stream) while the next latent is generated, and hands the frame to the loop. The loop only
-moves audio and frames: pushes are O(chunk) under a short lock. ``start()`` first runs every stage once
-(``StreamCore.warm_up``: lazy initialisation, CUDA graph capture) off the loop, so the first frame is on time.
+The clock runs on the event loop and owns the timeline: at each tick it takes 40 ms of each stream and hands the
+self audio out at once, whatever the model is doing, so the voice keeps real-time rate and never waits for a
+picture. The tick then goes to the motion thread, which always works on the newest tick: the audio of every tick
+enters the model's window, but when it is behind it generates a latent only for the newest and interpolates the
+ones in between. The render thread always renders the newest latent. A picture that comes too late for its tick is
+dropped by the publisher, which repeats the last one. ``QualityGovernor`` (``avatar.stream_ladder``) moves the
+engine down the quality ladder when a thread cannot keep up and back up with hysteresis.
 
-``clear_self`` (interruption) drops the queued self audio at once, and every frame of that segment that is
-rendered but not yet consumed, including the one being computed; the next frames are silent.
+``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
+the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and
+turns every tick of that segment not yet handed out into silence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import threading
 import time
 from collections import deque
@@ -39,14 +40,13 @@ from avatar.cfg import CfgScales
 from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer
 from avatar.stream_clock import FrameClock
-from avatar.stream_core import STAGES, StreamCore
+from avatar.stream_core import STAGES, StageTimer, StreamCore
+from avatar.stream_ladder import QualityGovernor, Rung, ladder, rung_index
 from avatar.stream_queues import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     LiveBuffer,
-    LiveTick,
     SelfQueue,
-    SelfTick,
     ms_to_samples,
     to_int16,
 )
@@ -67,26 +67,84 @@ class Portrait(Protocol):
 
 
 @dataclass(frozen=True)
-class StreamFrame:
+class AudioTick:
+    """One 40 ms tick of the timeline, handed out when it is due."""
+
     index: int  # tick number since start(); media time = index / fps
-    rgb: np.ndarray  # [H, W, 3] uint8
-    audio: np.ndarray  # [640] int16: exactly the 40 ms of SELF audio this frame shows (zeros when idle)
+    audio: np.ndarray  # [640] int16: the 40 ms of SELF audio this tick plays (zeros when idle)
     segment_id: int | None  # the self segment the audio belongs to (None: idle/silence)
-    segment_end: bool  # True on the last frame of a segment that played to its end
-    speaking: bool  # the frame carries segment audio
-    other_lag_ms: float  # how far this frame's "other" audio trails the live edge when generated
+    segment_end: bool  # True on the last tick of a segment that played to its end
+    speaking: bool  # the tick carries segment audio
+    other_lag_ms: float  # how far this tick's "other" audio trails the live edge
+    other_span: tuple[int, int]  # indices [start, end) of the received user samples in this tick
+    taken_at: float  # time.perf_counter() when the clock took it
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """The picture of one tick."""
+
+    index: int  # the tick it shows
+    rgb: np.ndarray  # [H, W, 3] uint8
     created_at: float  # time.perf_counter() when the frame was ready
     timings_ms: Mapping[str, float]  # per stage: audio, transformer, head, render, total
-    # beyond the contract, for measurements
-    other_span: tuple[int, int] = (0, 0)  # indices [start, end) of the received user samples in this frame
+    rung: str  # the quality rung it was made at
+    tick: AudioTick  # what the tick played and heard
     latent: np.ndarray | None = field(default=None, repr=False)  # [512] motion latent
 
 
 _CLOSED = object()
 
 
+class _Inbox:
+    """Ticks waiting for the motion thread (filled on the loop, emptied whole by the thread)."""
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def take_all(self) -> list[Any] | None:
+        """Everything waiting (blocks until there is something); None once closed."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._items or self._closed)
+            if self._closed:
+                return None
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class _Mailbox(_Inbox):
+    """The newest latent to render: a new one replaces one not yet taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replaced = 0
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            replaced = bool(self._items)
+            self._items.clear()
+            self._items.append(item)
+            self._ready.notify()
+        if replaced:
+            self.replaced += 1
+
+
 class AvatarStream:
-    """DyStream as a live 25 fps stream. Create, ``await start()``, push audio, iterate frames, ``await aclose()``."""
+    """DyStream as a live 25 fps stream. Create, ``await start()``, push audio, iterate ticks and frames,
+    ``await aclose()``."""
 
     def __init__(
         self,
@@ -114,61 +172,78 @@ class AvatarStream:
             allow_tf32=model.allow_tf32,
             cuda_graphs=stream.cuda_graphs,
         )
+        self.governor = QualityGovernor(
+            ladder(self.core.steps),
+            adaptive=stream.adaptive,
+            floor=rung_index(stream.floor_rung),
+            pinned=rung_index(stream.pinned_rung) if stream.pinned_rung else None,
+        )
         self._self = SelfQueue(self.core.lookahead_self, int(stream.max_queued_self_s * SAMPLE_RATE))
         self._other = LiveBuffer(self.core.lookahead_other, ms_to_samples(stream.max_other_backlog_ms))
-        self._slots = threading.Semaphore(stream.frame_queue)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._clock_task: asyncio.Task[None] | None = None
         self._threads_before: int | None = None  # torch threads to restore on close
-        self._to_render: queue.SimpleQueue[Any] = queue.SimpleQueue()  # bounded by the frame slots
+        self._inbox = _Inbox()
+        self._mailbox = _Mailbox()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._frames: asyncio.Queue[Any] | None = None
+        self._out: asyncio.Queue[Any] | None = None
         self._cleared: set[int] = set()
-        self._latest_segment: int | None = None  # newest segment the worker took audio of
-        self._last_ended = 0  # newest segment whose last frame the consumer got
-        self._clock = FrameClock(self.fps, stream.run_ahead_ms / 1000)
+        self._latest_segment: int | None = None  # newest segment the clock took audio of
+        self._last_ended = 0  # newest segment whose last tick the consumer got
+        self._clock = FrameClock(self.fps)
         self._timings: dict[str, deque[float]] = {stage: deque(maxlen=TIMING_WINDOW) for stage in STAGES}
         self._created: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self._ticks = 0
         self._produced = 0
-        self._consumed = 0
-        self._dropped = 0
+        self._generated = 0
         self._started_segments: set[int] = set()
-        self._error: BaseException | None = None
 
     # -- lifecycle
 
     async def start(self) -> None:
-        """Warm the model up and start the worker threads; frames begin at once (silence until audio is pushed)."""
+        """Warm the model up and start the clock and the worker threads; ticks begin at once (silence until audio
+        is pushed)."""
         if self._threads:
             raise RuntimeError("AvatarStream.start() was already called")
         self._loop = asyncio.get_running_loop()
-        self._frames = asyncio.Queue()
+        self._out = asyncio.Queue()
         if self.settings.torch_threads is not None:
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_threads)
-        await asyncio.to_thread(self.core.warm_up)
+        await asyncio.to_thread(self.core.warm_up, self.governor.rungs)
         self._threads = [
             threading.Thread(target=self._run_motion, name="dystream-motion", daemon=True),
             threading.Thread(target=self._run_render, name="dystream-render", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
+        self._clock_task = asyncio.create_task(self._run_clock(), name="dystream-clock")
         log.info(
             "stream started",
             fps=self.fps,
             lookahead_self_ms=self.settings.lookahead_self_ms,
             lookahead_other_ms=self.settings.lookahead_other_ms,
             device=str(self.core.device),
+            rung=self.governor.rung.name,
+            adaptive=self.governor.adaptive,
         )
 
     async def aclose(self) -> None:
-        """Stop the workers and end the frame iterator."""
+        """Stop the clock and the workers and end the iterator."""
         self._stop.set()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_task
+            self._clock_task = None
+        self._inbox.close()
+        self._mailbox.close()
         threads, self._threads = self._threads, []
         for thread in threads:
             await asyncio.to_thread(thread.join)
-        if self._frames is not None:
-            self._frames.put_nowait(_CLOSED)
+        if self._out is not None:
+            self._out.put_nowait(_CLOSED)
         if self._threads_before is not None:
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
@@ -181,28 +256,25 @@ class AvatarStream:
         return self._self.push(pcm)
 
     def end_self_segment(self) -> None:
-        """The current segment is complete: it plays out, then its last frame has ``segment_end``."""
+        """The current segment is complete: it plays out, then its last tick has ``segment_end``."""
         segment = self._self.end_segment()
         if segment is not None:
             log.debug("self segment complete", segment=segment)
 
     def clear_self(self) -> int | None:
-        """Interruption: drop all queued self audio and the unconsumed frames that carry it; returns the segment."""
+        """Interruption: drop all queued self audio and turn the ticks of it not yet handed out into silence;
+        returns the segment."""
         segment = self._self.clear()
-        if segment is None:  # nothing queued: the last segment may still be in frames not yet consumed
+        if segment is None:  # nothing queued: the last segment may still be in ticks not yet consumed
             latest = self._latest_segment
             segment = latest if latest is not None and latest > self._last_ended else None
         if segment is None or segment in self._cleared:
             return None
         self._cleared.add(segment)
-        if self._frames is not None:
-            kept = []
-            while not self._frames.empty():
-                item = self._scrub(self._frames.get_nowait())
-                if item is not None:
-                    kept.append(item)
+        if self._out is not None:
+            kept = [self._scrub(self._out.get_nowait()) for _ in range(self._out.qsize())]
             for item in kept:
-                self._frames.put_nowait(item)
+                self._out.put_nowait(item)
         log.info("self segment interrupted", segment=segment)
         return segment
 
@@ -212,40 +284,42 @@ class AvatarStream:
 
     # -- output
 
-    def __aiter__(self) -> AsyncIterator[StreamFrame]:
+    def __aiter__(self) -> AsyncIterator[AudioTick | StreamFrame]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[StreamFrame]:
-        if self._frames is None:
-            raise RuntimeError("call `await stream.start()` before iterating its frames")
+    async def _iterate(self) -> AsyncIterator[AudioTick | StreamFrame]:
+        if self._out is None:
+            raise RuntimeError("call `await stream.start()` before iterating its ticks")
         while True:
-            item = await self._frames.get()
+            item = await self._out.get()
             if item is _CLOSED:
-                self._frames.put_nowait(_CLOSED)  # later iterators end too
+                self._out.put_nowait(_CLOSED)  # later iterators end too
                 return
             if isinstance(item, BaseException):
                 raise item
-            self._slots.release()
-            self._consumed += 1
-            if item.segment_end and item.segment_id is not None:
+            if isinstance(item, AudioTick) and item.segment_end and item.segment_id is not None:
                 self._last_ended = max(self._last_ended, item.segment_id)
             yield item
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Queue depths, frame counts and per-stage p50/p95 (ms) over the last frames."""
+        """Counts, queue depths, the rung and per-stage p50/p95 (ms) over the last frames."""
         out: dict[str, Any] = {
+            "ticks": self._ticks,
             "frames_produced": self._produced,
-            "frames_consumed": self._consumed,
-            "frames_dropped": self._dropped,
-            "frames_waiting": self._frames.qsize() if self._frames is not None else 0,
+            "latents_generated": self._generated,
+            "latents_not_rendered": self._mailbox.replaced,
+            "ticks_waiting": self._out.qsize() if self._out is not None else 0,
             "self_queued_s": self._self.queued / SAMPLE_RATE,
             "other_pending_ms": self._other.pending * 1000 / SAMPLE_RATE,
             "other_inserted_ms": self._other.inserted_total * 1000 / SAMPLE_RATE,
             "other_dropped_ms": self._other.dropped_total * 1000 / SAMPLE_RATE,
             "late_ticks": self._clock.late_ticks,
             "clock_reanchors": self._clock.reanchors,
-            "fps": self._fps(),
+            "unique_fps": self._fps(),
+            "rung": self.governor.rung.name,
+            "rung_changes": self.governor.changes,
+            "load": dict(self.governor.last_load),
         }
         for stage, values in self._timings.items():
             if values:
@@ -253,72 +327,101 @@ class AvatarStream:
                 out[f"{stage}_ms_p50"], out[f"{stage}_ms_p95"] = float(p50), float(p95)
         return out
 
-    # -- worker threads: motion (paced) → render → the loop
+    # -- the clock (on the loop): the timeline, audio first
 
-    def _run_motion(self) -> None:
-        """Tick by tick: take 40 ms of each stream, generate the latent, pass it to the render thread."""
-        torch.set_grad_enabled(False)
+    async def _run_clock(self) -> None:
         self._clock.start()
         k = 0
+        while not self._stop.is_set():
+            delay = self._clock.delay(k)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._tick(k)
+            k += 1
+
+    def _tick(self, k: int) -> None:
+        self_tick, other_tick = self._self.take(), self._other.take()
+        if self_tick.segment_id is not None:
+            self._latest_segment = self_tick.segment_id
+        tick = AudioTick(
+            index=k,
+            audio=to_int16(self_tick.audio),
+            segment_id=self_tick.segment_id,
+            segment_end=self_tick.segment_end,
+            speaking=self_tick.speaking,
+            other_lag_ms=other_tick.lag_ms,
+            other_span=other_tick.span,
+            taken_at=time.perf_counter(),
+        )
+        self._ticks += 1
+        self._log_segment(tick)
+        assert self._out is not None
+        self._out.put_nowait(self._scrub(tick))
+        self._inbox.put((tick, self_tick, other_tick))
+
+    # -- worker threads: motion (newest tick) → render (newest latent) → the loop
+
+    def _run_motion(self) -> None:
+        torch.set_grad_enabled(False)
+        last_generated = last_rendered = -(10**9)
         try:
-            while self._clock.wait(k, self._stop) and self._acquire_slot():
-                self_tick, other_tick = self._self.take(), self._other.take()
-                if self_tick.segment_id is not None:
-                    self._latest_segment = self_tick.segment_id
-                result = self.core.step(
-                    self_tick.audio, other_tick.audio, self_tick.lookahead, other_tick.lookahead, render=False
-                )
-                self._to_render.put((k, self_tick, other_tick, result))
-                k += 1
+            while (batch := self._inbox.take_all()) is not None:
+                started = time.perf_counter()
+                rung = self.governor.update()
+                newest = len(batch) - 1
+                for i, (tick, self_tick, other_tick) in enumerate(batch):
+                    timer = StageTimer(self.core.device)
+                    # when behind, only the last ticks' audio is encoded; older ones repeat the previous token
+                    encode = i > newest - 2 * rung.motion_every
+                    self.core.hear(
+                        self_tick.audio, other_tick.audio, self_tick.lookahead, other_tick.lookahead, encode=encode
+                    )
+                    timer.lap("audio")
+                    if i < newest or tick.index - last_generated < rung.motion_every:
+                        self.core.skip()
+                        continue
+                    latent = self.core.generate(rung, timer)
+                    last_generated = tick.index
+                    self._generated += 1
+                    if tick.index - last_rendered >= rung.render_every:
+                        last_rendered = tick.index
+                        self._mailbox.put((tick, latent, rung, timer.done()))
+                self.governor.report("motion", time.perf_counter() - started)
         except Exception as exc:
-            log.exception("stream motion worker failed", frame=k)
-            self._to_render.put(exc)
-        self._to_render.put(None)
+            log.exception("stream motion worker failed")
+            self._hand_over(exc)
+        self._mailbox.close()
 
     def _run_render(self) -> None:
-        """Render each latent while the next one is generated; hand the frame to the loop."""
         torch.set_grad_enabled(False)
         last_summary = time.perf_counter()
-        while (item := self._to_render.get()) is not None:
+        while (items := self._mailbox.take_all()) is not None:
+            tick, latent, rung, timings = items[-1]
             try:
-                if isinstance(item, BaseException):
-                    raise item
-                k, self_tick, other_tick, result = item
                 started = time.perf_counter()
-                rgb = self.core.render(result.latent)
-                render_ms = (time.perf_counter() - started) * 1000
-                timings = {**result.timings_ms, "render": render_ms, "total": result.timings_ms["total"] + render_ms}
+                rgb = self.core.render(latent)
+                render_s = time.perf_counter() - started
+                self.governor.report("render", render_s)
+                timings = {**timings, "render": render_s * 1000, "total": timings["total"] + render_s * 1000}
                 frame = StreamFrame(
-                    index=k,
+                    index=tick.index,
                     rgb=rgb,
-                    audio=to_int16(self_tick.audio),
-                    segment_id=self_tick.segment_id,
-                    segment_end=self_tick.segment_end,
-                    speaking=self_tick.speaking,
-                    other_lag_ms=other_tick.lag_ms,
                     created_at=time.perf_counter(),
                     timings_ms=timings,
-                    other_span=other_tick.span,
-                    latent=result.latent.cpu().numpy(),
+                    rung=rung.name,
+                    tick=tick,
+                    latent=latent.cpu().numpy(),
                 )
             except Exception as exc:
-                if not isinstance(item, BaseException):
-                    log.exception("stream render worker failed")
-                self._error = exc
+                log.exception("stream render worker failed")
                 self._stop.set()
                 self._hand_over(exc)
-                continue
-            self._record(frame, self_tick, other_tick)
+                return
+            self._record(frame)
             self._hand_over(frame)
             if frame.created_at - last_summary >= SUMMARY_EVERY_S:
                 last_summary = frame.created_at
                 log.info("stream summary", **self._summary())
-
-    def _acquire_slot(self) -> bool:
-        while not self._stop.is_set():
-            if self._slots.acquire(timeout=0.05):
-                return True
-        return False
 
     def _hand_over(self, item: StreamFrame | BaseException) -> None:
         loop = self._loop
@@ -328,36 +431,29 @@ class AvatarStream:
             loop.call_soon_threadsafe(self._deliver, item)
 
     def _deliver(self, item: StreamFrame | BaseException) -> None:
-        """On the loop: queue a frame for the consumer, unless its segment was interrupted meanwhile."""
-        assert self._frames is not None
-        scrubbed = self._scrub(item)
-        if scrubbed is not None:
-            self._frames.put_nowait(scrubbed)
+        assert self._out is not None
+        self._out.put_nowait(item)
 
     def _scrub(self, item: Any) -> Any:
-        """A frame of an interrupted segment: dropped if it carries its audio, else kept as a plain idle frame."""
-        if not isinstance(item, StreamFrame) or item.segment_id not in self._cleared:
+        """A tick of an interrupted segment becomes a silent idle tick."""
+        if not isinstance(item, AudioTick) or item.segment_id not in self._cleared:
             return item
-        if item.speaking:
-            self._dropped += 1
-            self._slots.release()
-            return None
-        return replace(item, segment_id=None, segment_end=False)
+        return replace(item, audio=np.zeros_like(item.audio), segment_id=None, segment_end=False, speaking=False)
 
-    def _record(self, frame: StreamFrame, self_tick: SelfTick, other_tick: LiveTick) -> None:
+    def _record(self, frame: StreamFrame) -> None:
         self._produced += 1
         self._created.append(frame.created_at)
         for stage, ms in frame.timings_ms.items():
             self._timings[stage].append(ms)
-        segment = self_tick.segment_id
-        if segment is not None and self_tick.speaking and segment not in self._started_segments:
+
+    def _log_segment(self, tick: AudioTick) -> None:
+        segment = tick.segment_id
+        if segment is not None and tick.speaking and segment not in self._started_segments:
             self._started_segments.add(segment)
-            log.info("self segment started", segment=segment, frame=frame.index)
-        if self_tick.segment_end:
-            self._started_segments.discard(segment)  # type: ignore[arg-type]
-            log.info("self segment ended", segment=segment, frame=frame.index)
-        if other_tick.dropped:
-            log.debug("other audio burst: dropped oldest", ms=other_tick.dropped * 1000 / SAMPLE_RATE)
+            log.info("self segment started", segment=segment, tick=tick.index)
+        if tick.segment_end and segment is not None:
+            self._started_segments.discard(segment)
+            log.info("self segment ended", segment=segment, tick=tick.index)
 
     def _fps(self) -> float:
         created = list(self._created)
@@ -367,12 +463,16 @@ class AvatarStream:
 
     def _summary(self) -> dict[str, Any]:
         stats = self.stats
-        keys = ("frames_produced", "frames_dropped", "fps", "total_ms_p50", "total_ms_p95", "late_ticks")
+        keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", "total_ms_p50", "late_ticks")
         return {key: round(stats[key], 2) if isinstance(stats.get(key), float) else stats.get(key) for key in keys}
+
+    @property
+    def rung(self) -> Rung:
+        return self.governor.rung
 
 
 def _tensor(value: Any) -> torch.Tensor:
     return value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value, dtype=np.float32))
 
 
-__all__ = ["FRAME_SAMPLES", "AvatarStream", "StreamFrame"]
+__all__ = ["FRAME_SAMPLES", "AudioTick", "AvatarStream", "StreamFrame"]

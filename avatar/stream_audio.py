@@ -32,6 +32,7 @@ import torch
 
 from avatar.audio import NORM_EPS, SAMPLES_PER_FRAME, TAIL_PAD, AudioEncoder, normalize_utterance, to_25fps
 from avatar.errors import InputError
+from avatar.stream_traced import TracedCall
 
 
 class _Timeline:
@@ -86,10 +87,13 @@ class StreamFeatures:
         full_context: bool = False,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        trace: bool = False,
     ) -> None:
         if left_context_frames < 0:
             raise InputError(f"left context must be >= 0 frames, got {left_context_frames}")
         self.encoder = encoder
+        # every bounded window has the same length: one trace (``avatar.stream_traced``) serves the whole stream
+        self._encoder = TracedCall(encoder, "audio encoder", [encoder], enabled=trace and not full_context)
         self.prefix_frames = prefix_frames
         self.left_context_frames = left_context_frames
         self.full_context = full_context
@@ -104,6 +108,19 @@ class StreamFeatures:
         self._full_feats: torch.Tensor | None = None
         self.encodes = 0  # encoder runs so far (for stats and tests)
 
+    def fresh(self) -> StreamFeatures:
+        """A new stream with the same settings and the same (traced) encoder: warming up without touching this one."""
+        other = StreamFeatures(
+            self.encoder,
+            prefix_frames=self.prefix_frames,
+            left_context_frames=self.left_context_frames,
+            full_context=self.full_context,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        other._encoder = self._encoder
+        return other
+
     @property
     def frames(self) -> int:
         """Timeline frames committed (the prefix included)."""
@@ -115,17 +132,18 @@ class StreamFeatures:
         its own lookahead, then the new frame)."""
         if self.frames != self.prefix_frames:
             raise InputError("StreamFeatures.first() must be called once, before any next()")
-        self._commit(audio)
+        self.commit(audio)
         return torch.stack([self._feature(frame, lookahead) for frame in range(1, self.prefix_frames + 1)])
 
     def next(self, audio: np.ndarray, lookahead: np.ndarray) -> torch.Tensor:
         """Commit the next 40 ms; its feature [A]."""
         if self.frames <= self.prefix_frames:
             raise InputError("StreamFeatures.next() needs first() to have been called")
-        self._commit(audio)
+        self.commit(audio)
         return self._feature(self.frames - 1, lookahead)
 
-    def _commit(self, audio: np.ndarray) -> None:
+    def commit(self, audio: np.ndarray) -> None:
+        """Append the next 40 ms to the stream's timeline (``next`` does it too, with the frame's feature)."""
         if audio.shape != (SAMPLES_PER_FRAME,):
             raise InputError(f"a frame of audio must be [{SAMPLES_PER_FRAME}] samples, got shape {audio.shape}")
         self._timeline.append(audio.astype(np.float32, copy=False))
@@ -183,7 +201,7 @@ class StreamFeatures:
         values = np.concatenate([normalized, np.zeros(TAIL_PAD, dtype=np.float32)])
         tensor = torch.from_numpy(values)[None].to(device=self.device, dtype=self.dtype)
         self.encodes += 1
-        return self.encoder(tensor)[0]
+        return self._encoder(tensor)[0]
 
     def _full_context_feature(self, frame: int, lookahead: np.ndarray) -> torch.Tensor:
         window = self._window(0, self._timeline.end + lookahead.size, lookahead)

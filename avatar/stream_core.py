@@ -30,22 +30,34 @@ import numpy as np
 import torch
 
 from avatar.audio import SAMPLES_PER_FRAME
-from avatar.cfg import CfgScales, branch_gates
+from avatar.cfg import ALL_BRANCH, CfgScales, NoGuidance, branch_gates
 from avatar.errors import InputError
 from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer, to_uint8
 from avatar.sampler import check_steps, sample_latent
 from avatar.stream_audio import StreamFeatures
 from avatar.stream_cuda import GraphedCall, RenderStream, configure_tf32
+from avatar.stream_ladder import Rung
+from avatar.stream_traced import TracedCall
 
 STAGES = ("audio", "transformer", "head", "render", "total")
 NoiseFn = Callable[[int], torch.Tensor]
 
 
 def seeded_noise(seed: int | None, face_dim: int) -> NoiseFn:
-    """Start latents of frames 0, 1, … drawn in order from one generator: the draws of ``offline.generate(seed)``."""
+    """Start latents of frames 0, 1, … drawn in order from one generator: the draws of ``offline.generate(seed)``
+    (frame j always gets draw j, also when frames before it were skipped)."""
     generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed()))
-    return lambda _j: torch.randn(face_dim, generator=generator)
+    drawn = [0]  # frames drawn so far: a frame that is not generated still takes its draw
+
+    def draw(j: int) -> torch.Tensor:
+        while drawn[0] < j:
+            torch.randn(face_dim, generator=generator)
+            drawn[0] += 1
+        drawn[0] += 1
+        return torch.randn(face_dim, generator=generator)
+
+    return draw
 
 
 def table_noise(table: np.ndarray | torch.Tensor) -> NoiseFn:
@@ -92,6 +104,7 @@ class StreamCore:
         flow_source: Literal["first", "anchor"] = "first",
         allow_tf32: bool = True,
         cuda_graphs: bool = True,
+        trace: bool = True,
     ) -> None:
         for name, value in (("lookahead_self_ms", lookahead_self_ms), ("lookahead_other_ms", lookahead_other_ms)):
             if not 0 <= value <= 200 and not full_context:
@@ -130,6 +143,7 @@ class StreamCore:
                 full_context=full_context,
                 device=self.device,
                 dtype=self.dtype,
+                trace=trace and self.device.type == "cpu",
             )
             for name, encoder in (("self", motion.audio_encoder_face), ("other", motion.audio_encoder_face_other))
         }
@@ -139,14 +153,25 @@ class StreamCore:
         self.fused: torch.Tensor | None = None  # [B, 94, H], the audio token of each history position
         self.source: torch.Tensor | None = self.m0.clone() if flow_source == "anchor" else None
         self.index = 0
+        self.full_rung = Rung("full", self.steps, True, 1, 1)
+        self._all_branch = self.branches.index(ALL_BRANCH)
+        self._held = 0  # frames since the last generated latent, holding its value in the history
 
         configure_tf32(self.device, allow_tf32)
         on_cuda = self.device.type == "cuda" and cuda_graphs
-        self._condition = GraphedCall(motion.condition, "transformer", enabled=on_cuda)
+        self._trace = trace and self.device.type == "cpu"
+        self._condition: Any = GraphedCall(motion.condition, "transformer", enabled=on_cuda)
+        if self._trace:
+            self._condition = TracedCall(motion.condition, "transformer", [motion])
         self._sampler_model: Any = _HeadOnGraph(motion, GraphedCall(motion.diffusion_head, "flow head", on_cuda))
         if not on_cuda:
             self._sampler_model = motion
+        self._samplers: dict[tuple[int, bool], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
         self._render_stream = RenderStream(renderer.device) if renderer is not None else None
+        self._render_call: Callable[..., torch.Tensor] | None = None
+        if renderer is not None:
+            traced = self._trace and isinstance(renderer, torch.nn.Module)
+            self._render_call = TracedCall(renderer.render, "renderer", [renderer] if traced else [], enabled=traced)
 
     @torch.inference_mode()
     def step(
@@ -157,53 +182,114 @@ class StreamCore:
         other_lookahead: np.ndarray | None = None,
         *,
         render: bool = True,
+        rung: Rung | None = None,
     ) -> StepResult:
         """One frame from the next 640 samples of each stream (float32) and the audio after them.
 
         A lookahead shorter than configured is zero-padded (unknown future = silence); in full-context mode it is
-        the whole rest of the clip.
+        the whole rest of the clip. ``rung`` (default: full quality) sets the sampler's steps and guidance.
         """
-        timer = _Timer(self.device)
-        tokens = self._audio_tokens(self_audio, other_audio, self_lookahead, other_lookahead)
-        self.fused = tokens if self.fused is None else torch.cat([self.fused[:, 1:], tokens], dim=1)
+        timer = StageTimer(self.device)
+        self.hear(self_audio, other_audio, self_lookahead, other_lookahead)
         timer.lap("audio")
-        c_n = self._condition(self.history, self.fused, self.m0, self.anchor_gate)
-        timer.lap("transformer")
-        noise = self.noise(self.index).reshape(1, -1).to(self.device, torch.float32)
-        latent = sample_latent(self._sampler_model, c_n, noise, self.steps, self.cfg)
-        self.history = torch.cat([self.history[1:], latent[None].to(self.history.dtype)])
-        if self.source is None:
-            self.source = latent[None].clone()
-        timer.lap("head")
+        latent = self.generate(rung or self.full_rung, timer)
         rgb = self.render(latent) if render and self.renderer is not None else None
         timer.lap("render")
-        result = StepResult(self.index, latent.float(), rgb, timer.done())
-        self.index += 1
-        return result
+        return StepResult(self.index - 1, latent, rgb, timer.done())
 
     @torch.inference_mode()
-    def warm_up(self) -> None:
-        """Run every stage once on silence without touching the state: lazy initialisation and CUDA graph capture
-        happen here instead of in the first live frame."""
+    def hear(
+        self,
+        self_audio: np.ndarray,
+        other_audio: np.ndarray,
+        self_lookahead: np.ndarray | None = None,
+        other_lookahead: np.ndarray | None = None,
+        *,
+        encode: bool = True,
+    ) -> None:
+        """Take the next frame's audio into the window: its fused audio token (``encode=False``: the previous
+        token again, for a frame the engine had no time for; its samples still enter the audio context)."""
+        if encode or self.fused is None:
+            tokens = self._audio_tokens(self_audio, other_audio, self_lookahead, other_lookahead)
+        else:
+            for name, audio in (("self", self_audio), ("other", other_audio)):
+                self.features[name].commit(_frame(audio, f"{name} audio"))
+            tokens = self.fused[:, -1:]
+        self.fused = tokens if self.fused is None else torch.cat([self.fused[:, 1:], tokens], dim=1)
+
+    @torch.inference_mode()
+    def skip(self) -> None:
+        """The frame whose audio was just heard gets no latent of its own: the history holds the last latent there
+        until the next generated one replaces it by interpolation (``generate``)."""
+        self.noise(self.index)  # its draw, so that later frames get the draws they would have had
+        self.history = torch.cat([self.history[1:], self.history[-1:]])
+        self._held += 1
+        self.index += 1
+
+    @torch.inference_mode()
+    def generate(self, rung: Rung, timer: StageTimer | None = None) -> torch.Tensor:
+        """The latent [F] of the frame whose audio was just heard (transformer, then the flow head with ``rung``'s
+        steps and guidance). Frames skipped since the last latent get the linear interpolation between the two."""
+        fused, gate = self.fused, self.anchor_gate
+        assert fused is not None, "hear() the frame's audio before generating it"
+        if not rung.guidance:
+            fused, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
+        c_n = self._condition(self.history, fused, self.m0, gate)
+        if timer is not None:
+            timer.lap("transformer")
+        noise = self.noise(self.index).reshape(1, -1).to(self.device, torch.float32)
+        latent = self._sampler(rung.steps, rung.guidance)(c_n, noise).float()
+        self.history = torch.cat([self.history[1:], latent[None].to(self.history.dtype)])
+        if self._held:
+            before = self.history[-self._held - 2]
+            weights = torch.arange(1, self._held + 1, device=self.device, dtype=self.history.dtype) / (self._held + 1)
+            self.history[-self._held - 1 : -1] = before + weights[:, None] * (self.history[-1] - before)
+            self._held = 0
+        if self.source is None:
+            self.source = latent[None].clone()
+        if timer is not None:
+            timer.lap("head")
+        self.index += 1
+        return latent
+
+    def interpolated(self, count: int) -> torch.Tensor:
+        """The latents [count, F] of the frames just before the last generated one (interpolated ones included)."""
+        return self.history[-count - 1 : -1].float()
+
+    def _sampler(self, steps: int, guidance: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        key = (steps, guidance)
+        if key not in self._samplers:
+            model, cfg = self._sampler_model, self.cfg if guidance else NoGuidance()
+
+            def sample(c_n: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                return sample_latent(model, c_n, noise, steps, cfg)
+
+            name = f"sampler ({steps} steps, {'guided' if guidance else 'unguided'})"
+            self._samplers[key] = TracedCall(sample, name, [self.motion]) if self._trace else sample
+        return self._samplers[key]
+
+    @torch.inference_mode()
+    def warm_up(self, rungs: tuple[Rung, ...] = ()) -> None:
+        """Run every stage once on silence without touching the state, for every sampler of ``rungs`` too: lazy
+        initialisation, tracing and CUDA graph capture happen here instead of in a live frame."""
         silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
         feats = []
         for name, size in (("self", self.lookahead_self), ("other", self.lookahead_other)):
             features = self.features[name]
-            scratch = StreamFeatures(
-                features.encoder,
-                prefix_frames=features.prefix_frames,
-                left_context_frames=features.left_context_frames,
-                device=self.device,
-                dtype=self.dtype,
-            )
+            scratch = features.fresh()
             feats.append(scratch.first(silence, np.zeros(size, dtype=np.float32)))
         fused = self.motion.fuse(feats[0], feats[1], self.branches)
-        c_n = self._condition(self.history, fused, self.m0, self.anchor_gate)
         noise = torch.zeros(1, self.config.face_dim, device=self.device)
-        latent = sample_latent(self._sampler_model, c_n, noise, self.steps, self.cfg)
-        if self.renderer is not None and self._render_stream is not None and self.f_app is not None:
-            renderer, f_app, target = self.renderer, self.f_app, latent.reshape(1, -1)
-            self._render_stream.run(lambda: renderer.render(target, target, f_app))
+        latent = noise[0]
+        for steps, guidance in sorted({(r.steps, r.guidance) for r in (self.full_rung, *rungs)}):
+            window, gate = fused, self.anchor_gate
+            if not guidance:
+                window, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
+            c_n = self._condition(self.history, window, self.m0, gate)
+            latent = self._sampler(steps, guidance)(c_n, noise)
+        if self._render_call is not None and self._render_stream is not None and self.f_app is not None:
+            render, f_app, target = self._render_call, self.f_app, latent.reshape(1, -1).float()
+            self._render_stream.run(lambda: render(target, target, f_app))
 
     @torch.inference_mode()
     def render(self, latent: torch.Tensor) -> np.ndarray:
@@ -213,9 +299,10 @@ class StreamCore:
             raise InputError("this StreamCore has no renderer: pass one (and f_app) to render frames")
         if self.source is None:
             raise InputError("render() needs a generated latent first: call step()")
-        renderer, source, f_app = self.renderer, self.source, self.f_app
+        render, source, f_app = self._render_call, self.source, self.f_app
+        assert render is not None
         target = latent.reshape(1, -1)
-        frame = self._render_stream.run(lambda: renderer.render(source, target, f_app))
+        frame = self._render_stream.run(lambda: render(source, target, f_app))
         return to_uint8(frame)[0]
 
     def _audio_tokens(
@@ -273,7 +360,7 @@ def _frame(audio: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-class _Timer:
+class StageTimer:
     """Per-stage wall times in ms. On CUDA the calling thread's stream is synchronised at each boundary (not the
     device: the renderer's stream keeps running), so the stages are measured, not just queued."""
 

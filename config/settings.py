@@ -18,6 +18,8 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dystream"
+# the quality ladder of the streaming engine, best first (avatar.stream_ladder.ladder)
+RungName = Literal["full", "steps-3", "no-guidance", "half-render", "half-motion", "third"]
 
 
 class ModelSettings(BaseModel):
@@ -82,8 +84,9 @@ class StreamSettings(BaseModel):
     left_context_ms: int = Field(2000, ge=0, description="wav2vec left context per stream")
     max_queued_self_s: float = Field(30.0, gt=0, description="TTS audio buffered ahead of playout")
     max_other_backlog_ms: int = Field(200, ge=40, description="user audio kept beyond lookahead before dropping")
-    frame_queue: int = Field(3, ge=1, description="rendered frames waiting for the publisher")
-    run_ahead_ms: float = Field(40, ge=0, le=200, description="how far ahead of its slot a frame may be produced")
+    adaptive: bool = Field(True, description="step down the quality ladder when the engine cannot keep up")
+    floor_rung: RungName = Field("third", description="lowest quality rung adaptation may use (README: the ladder)")
+    pinned_rung: RungName | None = Field(None, description="run at this rung always (adaptation off)")
     cuda_graphs: bool = Field(True, description="replay the transformer and flow-head steps from CUDA graphs on a GPU")
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads, set process-wide when the engine starts (None: torch's)"

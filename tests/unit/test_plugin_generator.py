@@ -1,5 +1,5 @@
-"""DyStreamVideoGenerator on the real engine (tiny random model) and real speech: cadence, exact audio per frame,
-segment ends, resampling, interruption flush, gating and the speaking state."""
+"""DyStreamVideoGenerator on the real engine (tiny random model) and real speech: audio ticks at 25 fps, exact audio
+per tick, pictures, segment ends, resampling, interruption flush, gating and the speaking state."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd
-from livekit.plugins.dystream.generator import DyStreamVideoGenerator
-from livekit.plugins.dystream.metrics import MetricsRecorder, sync_queue_depths
+from livekit.plugins.dystream.generator import DyStreamVideoGenerator, TickAudio, TickVideo
+from livekit.plugins.dystream.metrics import MetricsRecorder
+from livekit.plugins.dystream.playout import PlayoutSource
 from livekit.plugins.dystream.state import AvatarState, ConversationState
 from livekit.plugins.dystream.testing import tiny_engine
 
@@ -57,18 +58,18 @@ class Recorder:
         async for item in self.generator:
             self.items.append((time.perf_counter(), item))
 
-    def video_times(self) -> np.ndarray:
-        return np.array([t for t, item in self.items if isinstance(item, rtc.VideoFrame)])
+    def tick_times(self) -> np.ndarray:
+        return np.array([t for t, item in self.items if isinstance(item, TickAudio)])
 
     def kinds(self) -> str:
-        """V: video, A: audio, E: segment end."""
-        return "".join(
-            "V" if isinstance(i, rtc.VideoFrame) else "A" if isinstance(i, rtc.AudioFrame) else "E"
-            for _, i in self.items
-        )
+        """V: picture, A: a tick of speech, S: an idle tick (silence), E: segment end."""
+        return "".join(_kind(i) for _, i in self.items)
+
+    def speech_frames(self) -> list[rtc.AudioFrame]:
+        return [i.frame for _, i in self.items if isinstance(i, TickAudio) and i.frame is not None]
 
     def audio(self) -> np.ndarray:
-        chunks = [np.frombuffer(i.data, np.int16) for _, i in self.items if isinstance(i, rtc.AudioFrame)]
+        chunks = [np.frombuffer(f.data, np.int16) for f in self.speech_frames()]
         return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
     async def wait_for(self, condition, timeout: float = 10.0) -> None:
@@ -80,6 +81,14 @@ class Recorder:
     async def stop(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _kind(item: object) -> str:
+    if isinstance(item, TickVideo):
+        return "V"
+    if isinstance(item, TickAudio):
+        return "S" if item.frame is None else "A"
+    return "E"
 
 
 def cadence(times: np.ndarray) -> float:
@@ -117,42 +126,42 @@ async def push_segment(generator: DyStreamVideoGenerator, audio: np.ndarray, **k
     await generator.push_audio(AudioSegmentEnd())
 
 
-async def test_idle_frames_from_the_start_at_25_fps(engine) -> None:
+async def test_idle_ticks_from_the_start_at_25_fps_with_pictures(engine) -> None:
     generator = DyStreamVideoGenerator(engine)
     recorder = Recorder(generator)
-    await recorder.wait_for(lambda: len(recorder.items) >= 51)
+    await recorder.wait_for(lambda: recorder.kinds().count("S") >= 51)
     await recorder.stop()
-    assert set(recorder.kinds()) == {"V"}  # idle: video only, nothing for the runner to count as playback
-    fps = cadence(recorder.video_times()[1:51])  # after the first frame (model warm-up)
-    times = recorder.video_times()[1:51]
+    assert set(recorder.kinds()) == {"S", "V"}  # idle: silence ticks and pictures, nothing counted as playback
+    times = recorder.tick_times()[1:51]  # after the first tick
+    fps = cadence(times)
     print(f"idle cadence: {fps:.2f} fps, interval p95 {np.percentile(np.diff(times), 95) * 1000:.1f} ms")
     assert 24.0 <= fps <= 26.0, cadence_hint(engine, fps)
-    video = recorder.items[0][1]
+    pictures = [i for _, i in recorder.items if isinstance(i, TickVideo)]
+    assert len(pictures) >= 40 and [p.index for p in pictures] == sorted({p.index for p in pictures})
+    video = pictures[0].frame
     assert (video.width, video.height, video.type) == (128, 128, rtc.VideoBufferType.RGB24)
 
 
-async def test_each_speaking_frame_carries_exactly_its_40_ms_and_one_segment_end(engine) -> None:
+async def test_each_speaking_tick_carries_exactly_its_40_ms_and_one_segment_end(engine) -> None:
     generator = DyStreamVideoGenerator(engine)
     recorder = Recorder(generator)
     audio = speech(1.6)
     await push_segment(generator, audio)  # returns once the segment end has been handed on
     kinds = recorder.kinds()
     assert kinds.endswith("E") and kinds.count("E") == 1
-    await asyncio.sleep(0.2)
+    await recorder.wait_for(lambda: recorder.kinds().count("S", len(kinds)) >= 5)
     await recorder.stop()
-    kinds = recorder.kinds()
+    kinds = recorder.kinds().replace("V", "")
     assert kinds.count("E") == 1
-    # every audio frame directly follows its video frame; the end follows the last audio
-    assert "AA" not in kinds and "EA" not in kinds and not kinds.startswith("A")
-    assert kinds.rstrip("V").endswith("VAE")
-    for _, item in recorder.items:
-        if isinstance(item, rtc.AudioFrame):
-            assert (item.sample_rate, item.num_channels, item.samples_per_channel) == (16000, 1, FRAME)
+    # the speech ticks are consecutive, the end follows the last one, idle ticks before and after
+    assert kinds.strip("S") == "A" * kinds.count("A") + "E"
+    for frame in recorder.speech_frames():
+        assert (frame.sample_rate, frame.num_channels, frame.samples_per_channel) == (16000, 1, FRAME)
     expected = np.zeros(-(-len(audio) // FRAME) * FRAME, np.int16)
     expected[: len(audio)] = audio
     np.testing.assert_array_equal(recorder.audio(), expected)
-    # speaking frames keep the 25 fps cadence
-    fps = cadence(recorder.video_times()[1:])
+    # speech ticks keep the 25 fps cadence
+    fps = cadence(recorder.tick_times()[1:])
     print(f"speaking cadence: {fps:.2f} fps")
     assert 24.0 <= fps <= 26.0, cadence_hint(engine, fps)
 
@@ -195,44 +204,43 @@ async def test_empty_segment_gets_its_end_at_once(engine) -> None:
     assert recorder.kinds().count("E") == 1 and "A" not in recorder.kinds()
 
 
-async def test_clear_buffer_flushes_speech_and_the_synchronizer_within_a_frame(engine) -> None:
-    audio_source = rtc.AudioSource(16000, 1, queue_size_ms=100)
-    video_source = rtc.VideoSource(128, 128)
-    av_sync = rtc.AVSynchronizer(audio_source=audio_source, video_source=video_source, video_fps=25)
+async def test_clear_buffer_flushes_speech_and_the_audio_queue_within_a_frame(engine) -> None:
+    playout = PlayoutSource(16000, 1, lead_s=0.0, frame_s=0.04)
+    av_sync = rtc.AVSynchronizer(audio_source=playout, video_source=rtc.VideoSource(128, 128), video_fps=25)
     metrics = MetricsRecorder(fps=25)
     generator = DyStreamVideoGenerator(engine, metrics=metrics)
     generator.attach_av_sync(av_sync)
     items: list[tuple[float, object]] = []
 
-    async def forward() -> None:  # AvatarRunner._forward_video, through a real synchronizer
+    async def forward() -> None:  # DyStreamRunner._forward_video's audio, into a real audio source
         async for item in generator:
             items.append((time.perf_counter(), item))
-            if not isinstance(item, AudioSegmentEnd):
-                await av_sync.push(item)
+            if isinstance(item, TickAudio) and item.frame is not None:
+                await playout.capture_frame(item.frame)
 
     forwarder = asyncio.get_running_loop().create_task(forward())
     pusher = asyncio.get_running_loop().create_task(push_segment(generator, speech(3.0)))
     deadline = time.perf_counter() + 10
-    while sum(isinstance(i, rtc.AudioFrame) for _, i in items) < 12:
+    while sum(_kind(i) == "A" for _, i in items) < 12:
         assert time.perf_counter() < deadline
         await asyncio.sleep(0.005)
-    assert sync_queue_depths(av_sync)[0] > 0  # audio is queued in the AudioSource
+    assert playout.queued_duration > 0  # speech is queued in the AudioSource
     cleared_at = time.perf_counter()
     await generator.clear_buffer()
     flush_ms = (time.perf_counter() - cleared_at) * 1000
-    assert sync_queue_depths(av_sync) == (0.0, 0)
+    assert playout.queued_duration == 0
     await asyncio.wait_for(pusher, 1.0)  # the runner's push of the segment end is released
     deadline = time.perf_counter() + 10
-    while sum(isinstance(i, rtc.VideoFrame) for t, i in items if t >= cleared_at) < 12:  # the video carries on
+    while sum(_kind(i) == "V" for t, i in items if t >= cleared_at) < 12:  # the pictures carry on
         assert time.perf_counter() < deadline, "the video stopped after the interruption"
         await asyncio.sleep(0.01)
     forwarder.cancel()
     await asyncio.gather(forwarder, return_exceptions=True)
     await av_sync.aclose()
-    after = [item for t, item in items if t >= cleared_at]
+    after = "".join(_kind(item) for t, item in items if t >= cleared_at)
     print(f"interruption flush: {flush_ms:.2f} ms")
     assert flush_ms < 40
-    assert not any(isinstance(i, rtc.AudioFrame | AudioSegmentEnd) for i in after)  # no more segment audio, no end
+    assert "A" not in after and "E" not in after and after.count("S") >= 10  # idle ticks, no segment audio or end
     assert metrics.interruptions == 1
 
 

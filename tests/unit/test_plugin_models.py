@@ -11,6 +11,7 @@ from livekit.plugins.dystream.avatar import build_engine
 from livekit.plugins.dystream.models import clear_models, load_models, prepare_portrait
 from PIL import Image
 
+from avatar.stream import StreamFrame
 from config.settings import ModelSettings, Settings, get_settings
 
 
@@ -44,8 +45,13 @@ async def test_engine_from_a_portrait_file_pil_image_or_array(settings: Settings
     engine, size = await build_engine(portrait_path(), settings)
     assert size == (128, 128)
     await engine.start()
-    frame = await anext(aiter(engine))
+    frame = None
+    async for item in engine:  # the first tick's audio, then pictures
+        if isinstance(item, StreamFrame):
+            frame = item
+            break
     await engine.aclose()
+    assert frame is not None
     assert frame.rgb.shape == (128, 128, 3) and frame.rgb.dtype == np.uint8
     models = load_models(settings.model, random_weights=True, size="tiny")
     image = Image.open(portrait_path()).convert("RGB")

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 from livekit import rtc
 from livekit.plugins.dystream.playout import PlayoutSource
 
@@ -78,4 +79,20 @@ async def test_an_interruption_drops_the_queue_and_puts_the_lead_of_silence_back
     clock.t += 0.05
     await playout.capture_idle_frame()
     assert playout.dry_spells == 0
+    await playout.aclose()
+
+
+async def test_each_capture_returns_when_its_audio_starts_to_leave_and_a_clear_is_announced() -> None:
+    clock = Clock()
+    cleared: list[float] = []
+    playout = PlayoutSource(RATE, 1, lead_s=0.08, frame_s=FRAME_S, now=clock, on_clear=lambda: cleared.append(clock.t))
+    starts = []
+    for _ in range(3):
+        starts.append(await playout.capture_frame(speech()))
+    assert starts == pytest.approx([100.0, 100.04, 100.08])  # queued back to back
+    clock.t += 0.2  # the queue ran dry: the next audio leaves at once
+    assert await playout.capture_frame(speech()) == pytest.approx(100.2)
+    playout.clear_queue()
+    assert cleared == [100.2]
+    assert await playout.capture_idle_frame() == pytest.approx(100.28)  # behind the lead of silence put back
     await playout.aclose()

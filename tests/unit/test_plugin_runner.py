@@ -1,4 +1,4 @@
-"""The generator inside livekit-agents' real AvatarRunner and QueueAudioOutput, on a duck-typed room (no server):
+"""The generator inside DyStreamRunner (livekit-agents' AvatarRunner) and QueueAudioOutput, on a duck-typed room:
 every segment gets exactly one playback_finished, whether it plays out or is interrupted, 100 times in a row; and
 DyStreamRunner's own accounting of audio queued across an interruption."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, AvatarRunner, QueueAudioOutput, VideoGenerator
-from livekit.plugins.dystream.generator import DyStreamVideoGenerator
+from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, QueueAudioOutput, VideoGenerator
+from livekit.plugins.dystream.generator import DyStreamVideoGenerator, TickAudio, TickVideo
 from livekit.plugins.dystream.runner import DyStreamRunner
 from livekit.plugins.dystream.testing import FakeRoom, tiny_engine
 
@@ -62,7 +62,7 @@ async def avatar():
     audio = QueueAudioOutput(sample_rate=16000, wait_playback_start=True)
     generator = DyStreamVideoGenerator(engine)
     options = AvatarOptions(video_width=128, video_height=128, video_fps=25, audio_sample_rate=16000, audio_channels=1)
-    runner = AvatarRunner(room, audio_recv=audio, video_gen=generator, options=options)
+    runner = DyStreamRunner(room, audio_recv=audio, video_gen=generator, options=options)
     generator.attach_av_sync(runner.av_sync)
     await engine.start()
     await runner.start()
@@ -149,14 +149,14 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
     gate = asyncio.Event()
     capture = runner._playout.capture_frame
 
-    async def slow_capture(frame: rtc.AudioFrame) -> None:
+    async def slow_capture(frame: rtc.AudioFrame) -> float:
         if frame is speech and not gate.is_set():
             await gate.wait()
-        await capture(frame)
+        return await capture(frame)
 
     runner._playout.capture_frame = slow_capture  # type: ignore[method-assign]
     await agent.say(0.04)  # the receiver side: a segment is playing
-    for item in (video, speech):
+    for item in (TickAudio(0, speech), TickVideo(0, video, "full")):
         generator.items.put_nowait(item)
     await asyncio.sleep(0.1)  # the runner waits in capture_frame with the first frame of speech
     agent.interrupt()
@@ -167,7 +167,7 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
     assert agent.started == 0, "the interrupted frame opened a playback"
 
     await agent.say(0.04)  # the next reply plays out: one start, its own position
-    for item in (video, speech, AudioSegmentEnd()):
+    for item in (TickAudio(1, speech), TickVideo(1, video, "full"), AudioSegmentEnd()):
         generator.items.put_nowait(item)
     event = await agent.wait_for_playout()
     assert (agent.started, event.interrupted, round(event.playback_position, 3)) == (1, False, 0.04)

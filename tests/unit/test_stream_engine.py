@@ -1,5 +1,6 @@
-"""The real-time engine (``AvatarStream``) with small random models on the CPU: pacing, segments, interruption,
-the user's jitter buffer, and an event loop that stays free while frames render.
+"""The real-time engine (``AvatarStream``) with small random models on the CPU: the audio ticks' pacing, segments,
+interruption, the user's jitter buffer, an event loop that stays free while frames render, and a voice that keeps
+time when the renderer is far too slow.
 
 These tests check the engine, not the model's speed, so they run a renderer even smaller than
 ``RendererConfig.tiny()`` (64×64; a few ms a frame) and one torch thread: the real-time assertions then hold on a
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from livekit.plugins.dystream.testing import HeldRenderer
 
 from avatar.checkpoints import random_motion_generator
 from avatar.config import MotionConfig
 from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer, RendererConfig, random_renderer
-from avatar.stream import AvatarStream, StreamFrame
+from avatar.stream import AudioTick, AvatarStream, StreamFrame
 from config.settings import ModelSettings, StreamSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,8 +64,10 @@ def models() -> tuple[MotionGenerator, Renderer, Portrait]:
     return motion, renderer, Portrait(m0, f_app)
 
 
-def _engine(models: tuple[MotionGenerator, Renderer, Portrait], **stream: object) -> AvatarStream:
+def _engine(models: tuple[MotionGenerator, Renderer, Portrait], render_s: float | None = None, **stream: object):
     motion, renderer, portrait = models
+    if render_s is not None:
+        renderer = HeldRenderer(renderer, render_s)
     settings = StreamSettings(**{"torch_threads": 1, **stream})
     return AvatarStream(motion, renderer, portrait, stream=settings, model=ModelSettings(), noise_seed=0)
 
@@ -72,36 +76,44 @@ def _speech(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(-12000, 12000, n, dtype=np.int16) | 1
 
 
-async def _take(stream: AvatarStream, n: int) -> list[StreamFrame]:
-    frames = []
-    async for frame in stream:
-        frames.append(frame)
-        if len(frames) == n:
+async def _take(stream: AvatarStream, n: int) -> tuple[list[AudioTick], list[StreamFrame]]:
+    """The next ``n`` ticks, and the pictures that came meanwhile."""
+    ticks: list[AudioTick] = []
+    pictures: list[StreamFrame] = []
+    async for item in stream:
+        if isinstance(item, StreamFrame):
+            pictures.append(item)
+            continue
+        ticks.append(item)
+        if len(ticks) == n:
             break
-    return frames
+    return ticks, pictures
 
 
-async def test_frames_are_paced_at_25_fps_from_the_start(models) -> None:
+async def test_ticks_are_paced_at_25_fps_from_the_start_and_pictures_follow(models) -> None:
     stream = _engine(models)
     await stream.start()
     started = time.perf_counter()
     try:
-        frames = await _take(stream, 80)  # 3.2 s, all idle: nothing waits for speech
+        ticks, pictures = await _take(stream, 80)  # 3.2 s, all idle: nothing waits for speech
     finally:
         await stream.aclose()
-    assert [f.index for f in frames] == list(range(80))
-    assert frames[0].created_at - started < 0.2  # warmed up in start(): the first frame is at once
-    created = np.array([f.created_at for f in frames])
-    rate = (len(created) - 11) / (created[-1] - created[10])
+    assert [t.index for t in ticks] == list(range(80))
+    assert ticks[0].taken_at - started < 0.05  # warmed up in start(): the first tick is at once
+    taken = np.array([t.taken_at for t in ticks])
+    rate = (len(taken) - 11) / (taken[-1] - taken[10])
     assert rate == pytest.approx(FPS, rel=0.03)
-    # never ahead of the clock: frame k no earlier than its slot minus the run-ahead (one frame)
-    assert np.all(created[10:] - created[10] >= (np.arange(10, 80) - 10) * PERIOD - PERIOD - 0.005)
-    assert all(f.rgb.shape == (64, 64, 3) and f.rgb.dtype == np.uint8 for f in frames)
-    assert all(not f.speaking and f.segment_id is None and not f.audio.any() for f in frames)
-    assert set(frames[-1].timings_ms) == {"audio", "transformer", "head", "render", "total"}
+    # never ahead of the clock: tick k no earlier than k periods after the first
+    assert np.all(taken[10:] - taken[0] >= np.arange(10, 80) * PERIOD - 0.005)
+    assert all(not t.speaking and t.segment_id is None and not t.audio.any() for t in ticks)
+    # this light engine keeps up at full quality: a picture for (nearly) every tick, each after its tick
+    assert len(pictures) >= 70 and all(p.rung == "full" for p in pictures)
+    assert all(p.rgb.shape == (64, 64, 3) and p.rgb.dtype == np.uint8 for p in pictures)
+    assert all(p.created_at >= p.tick.taken_at for p in pictures)
+    assert set(pictures[-1].timings_ms) == {"audio", "transformer", "head", "render", "total"}
 
 
-async def test_segment_audio_leaves_with_the_frames_640_samples_each(models) -> None:
+async def test_segment_audio_leaves_with_the_ticks_640_samples_each(models) -> None:
     stream = _engine(models)
     pcm = _speech(16000 // 2 + 123)
     await stream.start()
@@ -109,82 +121,81 @@ async def test_segment_audio_leaves_with_the_frames_640_samples_each(models) -> 
         segment = stream.push_self(pcm[:3000])
         assert stream.push_self(pcm[3000:]) == segment
         stream.end_self_segment()
-        frames = []
-        async for frame in stream:
-            frames.append(frame)
-            if frame.segment_end or len(frames) > 60:
-                break
+        ticks: list[AudioTick] = []
+        async for item in stream:
+            if isinstance(item, AudioTick):
+                ticks.append(item)
+                if item.segment_end or len(ticks) > 60:
+                    break
     finally:
         await stream.aclose()
-    assert all(f.audio.shape == (640,) and f.audio.dtype == np.int16 for f in frames)
-    speaking = [f for f in frames if f.speaking]
-    assert len(speaking) == 13 and all(f.segment_id == segment for f in speaking)
-    assert frames[-1] is speaking[-1] and frames[-1].segment_end
-    assert sum(f.segment_end for f in frames) == 1
-    played = np.concatenate([f.audio for f in speaking])
+    assert all(t.audio.shape == (640,) and t.audio.dtype == np.int16 for t in ticks)
+    speaking = [t for t in ticks if t.speaking]
+    assert len(speaking) == 13 and all(t.segment_id == segment for t in speaking)
+    assert ticks[-1] is speaking[-1] and ticks[-1].segment_end
+    assert sum(t.segment_end for t in ticks) == 1
+    assert [t.index for t in speaking] == list(range(speaking[0].index, speaking[0].index + 13))  # no gap
+    played = np.concatenate([t.audio for t in speaking])
     np.testing.assert_array_equal(played, np.pad(pcm, (0, 13 * 640 - pcm.size)))
-    assert all(not f.audio.any() for f in frames if not f.speaking)
+    assert all(not t.audio.any() for t in ticks if not t.speaking)
 
 
-async def test_clear_self_stops_speech_at_once_and_drops_rendered_frames(models) -> None:
-    stream = _engine(models, frame_queue=3)
+async def test_clear_self_stops_speech_at_once_and_silences_ticks_not_yet_handed_out(models) -> None:
+    stream = _engine(models)
     await stream.start()
     try:
         segment = stream.push_self(_speech(16000 * 5))
-        frames = await _take(stream, 1)
-        while not frames[-1].speaking:
-            frames += await _take(stream, 1)
-        await asyncio.sleep(5 * PERIOD)  # consumer stalls: the output queue fills with speaking frames
-        assert stream.stats["frames_waiting"] >= 2
+        ticks, _ = await _take(stream, 1)
+        while not ticks[-1].speaking:
+            ticks += (await _take(stream, 1))[0]
+        before = stream.stats["ticks"]
+        while stream.stats["ticks"] < before + 3:  # the consumer stalls: ticks of speech wait to be handed out
+            await asyncio.sleep(PERIOD)
+        assert stream.stats["ticks_waiting"] >= 2
         assert stream.clear_self() == segment
         assert stream.stats["self_queued_s"] == 0
-        cleared_at = time.perf_counter()
-        after = await _take(stream, 10)
+        after, _ = await _take(stream, 10)
     finally:
         await stream.aclose()
-    assert not any(f.speaking or f.segment_id == segment for f in after)  # nothing of the segment after clear
-    assert after[0].created_at - cleared_at < 2 * PERIOD + 0.03  # the next (silent) frame comes within a tick
-    assert stream.stats["frames_dropped"] >= 2
+    assert not any(t.speaking or t.segment_id == segment or t.audio.any() for t in after)
     assert stream.clear_self() is None
 
 
-async def test_clear_self_also_drops_a_segment_the_worker_already_took_whole(models) -> None:
-    stream = _engine(models, frame_queue=3)
+async def test_clear_self_also_drops_a_segment_the_clock_already_took_whole(models) -> None:
+    stream = _engine(models)
     await stream.start()
     try:
         await _take(stream, 2)
         segment = stream.push_self(_speech(2 * 640))
         stream.end_self_segment()
-        for _ in range(50):  # the worker takes both frames; they wait, unconsumed, to be rendered or consumed
+        before = stream.stats["ticks"]
+        while stream.stats["ticks"] < before + 4:  # the clock takes both ticks; they wait, unconsumed
             await asyncio.sleep(PERIOD)
-            if stream.stats["self_queued_s"] == 0:
-                break
         assert stream.stats["self_queued_s"] == 0
         assert stream.clear_self() == segment
-        after = await _take(stream, 6)
+        after, _ = await _take(stream, 6)
     finally:
         await stream.aclose()
-    assert not any(f.speaking or f.segment_id == segment for f in after)
-    assert stream.stats["frames_dropped"] == 2
+    assert not any(t.speaking or t.segment_id == segment for t in after)
 
 
 async def test_other_stream_starves_to_zeros_and_bursts_are_bounded(models) -> None:
     stream = _engine(models, lookahead_other_ms=60, max_other_backlog_ms=200)
     await stream.start()
     try:
-        idle = await _take(stream, 10)  # the user said nothing: zeros, nothing waits
+        idle, _ = await _take(stream, 10)  # the user said nothing: zeros, nothing waits
         assert stream.stats["other_inserted_ms"] >= 10 * 40
-        assert all(f.other_span[0] == f.other_span[1] for f in idle)
+        assert all(t.other_span[0] == t.other_span[1] for t in idle)
         stream.push_other(_speech(16000 * 3))  # 3 s arrive at once (a stalled network)
-        after = await _take(stream, 4)
+        after, _ = await _take(stream, 4)
         stats = stream.stats
     finally:
         await stream.aclose()
     assert stats["other_dropped_ms"] >= 3000 - 60 - 40 - 200
-    # the burst is cut to the newest audio: the frame ends one lookahead before the live edge
-    burst = [f for f in after if f.other_span[1] > f.other_span[0]]
+    # the burst is cut to the newest audio: the tick ends one lookahead before the live edge
+    burst = [t for t in after if t.other_span[1] > t.other_span[0]]
     assert burst and burst[0].other_span[1] == 16000 * 3 - 960
-    assert all(f.other_lag_ms <= 60 + 200 for f in after)
+    assert all(t.other_lag_ms <= 60 + 200 for t in after)
     assert stats["other_pending_ms"] <= 60 + 200 + 40
 
 
@@ -212,3 +223,33 @@ async def test_event_loop_stays_responsive_while_frames_render(models) -> None:
     assert push_ms < 20
     assert len(lateness) > 100
     assert np.percentile(lateness, 99) < 0.03 and max(lateness) < 0.1
+
+
+async def test_a_renderer_far_slower_than_the_clock_never_slows_the_voice(models) -> None:
+    """Each picture takes 100 ms (2.5 ticks): the speech still leaves at 25 ticks a second, whole and in order, the
+    pictures are the newest ones, and the engine steps down the quality ladder to rendering every other tick."""
+    stream = _engine(models, render_s=0.1)
+    pcm = _speech(16000 * 4)
+    await stream.start()
+    try:
+        stream.push_self(pcm)
+        stream.end_self_segment()
+        ticks: list[AudioTick] = []
+        pictures: list[StreamFrame] = []
+        async for item in stream:
+            (ticks if isinstance(item, AudioTick) else pictures).append(item)
+            if isinstance(item, AudioTick) and item.segment_end:
+                break
+        stats = stream.stats
+    finally:
+        await stream.aclose()
+    speaking = [t for t in ticks if t.speaking]
+    np.testing.assert_array_equal(np.concatenate([t.audio for t in speaking]), pcm)  # every sample, in order
+    taken = np.array([t.taken_at for t in speaking])
+    heard_s = taken[-1] - taken[0] + PERIOD
+    assert heard_s == pytest.approx(4.0, rel=0.05)  # real-time rate: not stretched by the slow pictures
+    assert np.diff(taken).max() < 3 * PERIOD  # and without holes
+    assert len(pictures) <= 0.5 * len(ticks)  # at most one picture per 100 ms could be made
+    assert [p.index for p in pictures] == sorted({p.index for p in pictures})  # always the newest, never behind
+    assert stats["rung_changes"] >= 1 and stats["rung"] != "full"
+    assert pictures[-1].rung == stats["rung"]

@@ -1,14 +1,17 @@
 """``DyStreamVideoGenerator``: livekit-agents' ``VideoGenerator`` on top of the streaming engine (``AvatarStream``).
 
-What ``AvatarRunner`` gets from ``async for item in generator``:
+What ``DyStreamRunner`` gets from ``async for item in generator``, audio first:
 
-- one ``rtc.VideoFrame`` every 1/fps (40 ms) from the start, idle frames included, so the runner publishes at once
-  (the remote agent waits for our video track before it sends any audio: idle frames break that circle);
-- right after a video frame that shows agent speech, exactly its 40 ms of that speech (one mono 16 kHz
-  ``rtc.AudioFrame``, 640 samples). Idle frames carry no audio frame: the runner counts every audio frame as
-  playback (``notify_playback_started`` on the first, the position on all), so silence between segments would
-  start segments that do not exist and shift every playback position;
-- ``AudioSegmentEnd`` right after the last frame of each segment that played to its end.
+- one ``TickAudio`` every 40 ms from the start, when the engine's clock takes the tick: exactly its 40 ms of agent
+  speech (one mono 16 kHz ``rtc.AudioFrame``, 640 samples), or ``frame=None`` for an idle tick (the runner sends
+  silence then, not counted as playback: the runner counts every audio frame as playback, so silence between
+  segments would start segments that do not exist);
+- one ``TickVideo`` per rendered picture, whenever the engine has it, with the tick it shows (the runner shows it at
+  that tick's slot, or drops it when it comes too late);
+- ``AudioSegmentEnd`` right after the last tick of each segment that played to its end.
+
+The speaking state (``dystream.state``) follows the audio ticks, so it matches what is heard whatever the pictures
+do.
 
 Exactly one ``playback_finished`` per segment. The runner keeps a single "audio playing" flag: it is set when it
 reads a segment's first audio frame from the receiver and cleared when our ``AudioSegmentEnd`` comes out (finished)
@@ -34,25 +37,46 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
+from avatar.stream import AudioTick, StreamFrame
 from avatar.stream_queues import SelfQueueFull
 from config.settings import VadSettings
 
 from .diagnostics import flash_patch
 from .gate import SpeechGate
 from .log import logger
-from .metrics import FrameMetrics, MetricsRecorder, sync_queue_depths
+from .metrics import FrameMetrics, MetricsRecorder
 from .pcm import SAMPLE_RATE, To16kMono, to_audio_frame
 from .state import ConversationState, SpeechHysteresis
 from .vad import create_vad
 
-Item = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
-ENGINE_DEPTHS = ("frames_waiting", "self_queued_s", "other_pending_ms", "frames_dropped", "late_ticks")
+ENGINE_DEPTHS = ("ticks_waiting", "self_queued_s", "other_pending_ms", "late_ticks")
+
+
+@dataclass(frozen=True)
+class TickAudio:
+    """The audio of one tick: ``frame`` (640 samples of agent speech) or None (an idle tick)."""
+
+    index: int
+    frame: rtc.AudioFrame | None
+
+
+@dataclass(frozen=True)
+class TickVideo:
+    """The picture of tick ``index``."""
+
+    index: int
+    frame: rtc.VideoFrame
+    rung: str  # the quality rung it was made at
+
+
+Item = TickAudio | TickVideo | AudioSegmentEnd
 
 
 class SegmentEnd(AudioSegmentEnd):
@@ -117,6 +141,7 @@ class DyStreamVideoGenerator(VideoGenerator):
         if state is not None:
             self._self_vad = SpeechGate(create_vad(vad), lambda s, ms: state.update("self", s, ms), gate=False)
         self._stats_every = max(1, round(fps))  # engine queue depths are read once a second
+        self._rung: str | None = None
         self._engine_depths: dict[str, float] = {}
 
     # -- wiring
@@ -183,8 +208,12 @@ class DyStreamVideoGenerator(VideoGenerator):
         for segment in (interrupted, self._segment_id, *[s for s in self._end_waiters if s is not None]):
             if segment is not None:
                 self._cleared_upto = max(self._cleared_upto, segment)
-        # keep the video (it must stay continuous), drop the speech audio and segment ends still held here
-        self._pending = deque(item for item in self._pending if isinstance(item, rtc.VideoFrame))
+        # keep the pictures (the video stays continuous), drop the speech audio and segment ends still held here
+        self._pending = deque(
+            TickAudio(item.index, None) if isinstance(item, TickAudio) else item
+            for item in self._pending
+            if not isinstance(item, AudioSegmentEnd)
+        )
         self._receiving = False
         self._segment_id = None
         self._to16k.reset()
@@ -225,66 +254,73 @@ class DyStreamVideoGenerator(VideoGenerator):
         while not self._pending:
             if self._closed:
                 raise StopAsyncIteration
-            frame = await self._frames.__anext__()
-            self._on_frame(frame)
+            item = await self._frames.__anext__()
+            if isinstance(item, StreamFrame):
+                self._on_picture(item)
+            else:
+                self._on_tick(item)
         item = self._pending.popleft()
         if isinstance(item, SegmentEnd):
             self._handed_end = item
         return item
 
-    def _on_frame(self, frame: Any) -> None:
-        handed_at = time.perf_counter()
-        segment = frame.segment_id
-        shows_speech = frame.speaking and segment is not None and segment > self._cleared_upto
-        rgb = flash_patch(frame.rgb, frame.audio) if self._overlay else frame.rgb
-        height, width = rgb.shape[:2]
-        data = memoryview(np.ascontiguousarray(rgb).reshape(-1))
-        self._pending.append(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGB24, data))
-        if shows_speech:
-            self._pending.append(to_audio_frame(frame.audio, SAMPLE_RATE))
-            if segment not in self._started_segments:
-                self._started_segments.add(segment)
-                if self._metrics is not None and self._segment_pushed_at is not None:
-                    self._metrics.on_segment_started((handed_at - self._segment_pushed_at) * 1000.0)
-        if frame.segment_end and segment is not None and segment > self._cleared_upto:
+    def _on_tick(self, tick: AudioTick) -> None:
+        segment = tick.segment_id
+        shows_speech = tick.speaking and segment is not None and segment > self._cleared_upto
+        self._pending.append(TickAudio(tick.index, to_audio_frame(tick.audio, SAMPLE_RATE) if shows_speech else None))
+        if shows_speech and segment not in self._started_segments:
+            self._started_segments.add(segment)
+            if self._metrics is not None and self._segment_pushed_at is not None:
+                self._metrics.on_segment_started((time.perf_counter() - self._segment_pushed_at) * 1000.0)
+        if tick.segment_end and segment is not None and segment > self._cleared_upto:
             self._pending.append(SegmentEnd(segment))
             self._started_segments.discard(segment)
-        self._observe_state(frame, shows_speech)
-        self._record(frame, handed_at, shows_speech)
+        self._observe_state(tick, shows_speech)
 
-    def _observe_state(self, frame: Any, shows_speech: bool) -> None:
+    def _on_picture(self, frame: StreamFrame) -> None:
+        handed_at = time.perf_counter()
+        rgb = flash_patch(frame.rgb, frame.tick.audio) if self._overlay else frame.rgb
+        height, width = rgb.shape[:2]
+        data = memoryview(np.ascontiguousarray(rgb).reshape(-1))
+        video = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGB24, data)
+        self._pending.append(TickVideo(frame.index, video, frame.rung))
+        if frame.rung != self._rung:
+            if self._rung is not None:
+                logger.info("avatar quality rung changed", rung=frame.rung, previous=self._rung, tick=frame.index)
+            self._rung = frame.rung
+        self._record(frame, handed_at)
+
+    def _observe_state(self, tick: AudioTick, shows_speech: bool) -> None:
         if self._self_vad is None or self._state is None:
             return
         if shows_speech:
-            self._self_vad.push(frame.audio)
+            self._self_vad.push(tick.audio)
         else:
             self._state.update("self", False, self._frame_ms)
 
-    def _record(self, frame: Any, handed_at: float, shows_speech: bool) -> None:
+    def _record(self, frame: StreamFrame, handed_at: float) -> None:
         if self._metrics is None:
             return
-        audio_ms, video_frames = sync_queue_depths(self._av_sync)
-        handoff_ms = (handed_at - frame.created_at) * 1000.0
+        tick = frame.tick
         if frame.index % self._stats_every == 0:
             stats = getattr(self._engine, "stats", {})
             self._engine_depths = {key: stats[key] for key in ENGINE_DEPTHS if key in stats}
-        depths = {**self._engine_depths, "sync_audio_ms": round(audio_ms, 2), "sync_video_frames": video_frames}
-        span = getattr(frame, "other_span", (0, 1))  # received user samples in this frame (engine extra)
-        hears_user = span[1] > span[0]
-        listening = frame.other_lag_ms + handoff_ms + video_frames * self._frame_ms if hears_user else None
+        hears_user = tick.other_span[1] > tick.other_span[0]
+        # the user's audio trailed the live edge by other_lag_ms when the tick was taken; the picture is ready now
+        listening = tick.other_lag_ms + (handed_at - tick.taken_at) * 1000.0 if hears_user else None
         self._metrics.on_frame(
             FrameMetrics(
                 index=frame.index,
                 timestamp=time.time(),
-                speaking=shows_speech,
-                segment_id=frame.segment_id,
+                speaking=tick.speaking,
+                segment_id=tick.segment_id,
                 timings_ms=dict(frame.timings_ms),
-                handoff_ms=handoff_ms,
-                other_lag_ms=frame.other_lag_ms,
+                handoff_ms=(handed_at - frame.created_at) * 1000.0,
+                other_lag_ms=tick.other_lag_ms,
                 listening_latency_ms=listening,
-                queue_depths=depths,
-            ),
-            av_offset_ms=(audio_ms - video_frames * self._frame_ms) if shows_speech else None,
+                queue_depths=dict(self._engine_depths),
+                rung=frame.rung,
+            )
         )
 
     async def aclose(self) -> None:

@@ -1,19 +1,20 @@
 """Avatar metrics: one record per frame, and a per-session summary emitted periodically and at the end.
 
-Per frame (``FrameMetrics``): the engine's stage times, how long the frame waited before the runner took it, the
-queue depths (engine and synchronizer), and the estimated listening latency. Per session (``SessionMetrics``):
-frames and fps, segments, playback latency (first agent audio pushed -> first frame carrying it handed to the
-synchronizer), listening latency, interruptions and how long each flush took, and the A/V offset inside the
-synchronizer. Both are delivered through ``emit`` (the avatar session forwards them as ``"metrics_collected"``) and
-logged: summaries at info every ``interval_s``, frames at debug.
+Per rendered picture (``FrameMetrics``): the engine's stage times, the quality rung, how long the picture waited
+before the generator took it, the engine's queue depths, and the estimated listening latency. Per session
+(``SessionMetrics``): the published video (slots per second, pictures shown, repeated and dropped, the unique fps),
+the rung now and how many pictures each rung made, segments, playback latency (first agent audio pushed -> its first
+tick handed to the runner), listening latency, interruptions and how long each flush took. Both are delivered
+through ``emit`` (the avatar session forwards them as ``"metrics_collected"``) and logged: summaries at info every
+``interval_s``, frames at debug.
 
 Definitions:
-- listening latency of a frame = how far its "other" audio trailed the live edge when it was generated
-  (``other_lag_ms``, lookahead + compute) + the wait until the runner took it + the video frames already queued in
-  the synchronizer ahead of it (each 1/fps); only for frames that hold received user audio. Network and client
-  playout are not included.
-- A/V offset = audio queued in the synchronizer's ``AudioSource`` minus the video queued in its frame queue; positive
-  means audio leaves later than the video frame it belongs to. Sampled on speaking frames only.
+- listening latency of a picture = how far its tick's "other" audio trailed the live edge when the tick was taken
+  (``other_lag_ms``, the lookahead) + the time from the tick to the picture; only for ticks that hold received user
+  audio. The playout lead, the network and client playout are not included.
+- unique fps = pictures shown at their own slot per second; repeated = slots that showed the last picture again
+  (the engine was late, or renders every other tick on its current rung); dropped = pictures that came after
+  their slot.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -39,7 +40,8 @@ class FrameMetrics:
     handoff_ms: float  # frame ready -> taken by the runner
     other_lag_ms: float
     listening_latency_ms: float | None  # None: the frame holds no received user audio
-    queue_depths: Mapping[str, float]  # engine queues, sync_audio_ms, sync_video_frames
+    queue_depths: Mapping[str, float]  # engine queues
+    rung: str = "full"  # the quality rung the picture was made at
     type: Literal["dystream_frame_metrics"] = "dystream_frame_metrics"
 
 
@@ -47,15 +49,17 @@ class FrameMetrics:
 class SessionMetrics:
     timestamp: float
     duration_s: float
-    frames: int
+    frames: int  # pictures rendered
     fps: float
+    video: Mapping[str, float]  # slots, shown, repeated, dropped, slot_fps, unique_fps
+    rung: str
+    rung_frames: Mapping[str, int]  # pictures made at each rung
     speaking_frames: int
     segments: int
     interruptions: int
     playback_latency_ms: Mapping[str, float]  # p50, p95, last
     listening_latency_ms: Mapping[str, float]  # p50, p95
     flush_ms: Mapping[str, float]  # p50, max: clear_buffer call -> queues flushed
-    av_offset_ms: Mapping[str, float]  # mean, max_abs
     stage_ms: Mapping[str, Mapping[str, float]]  # stage -> p50, p95
     final: bool = False
     type: Literal["dystream_session_metrics"] = "dystream_session_metrics"
@@ -80,17 +84,6 @@ def _percentiles(values: deque[float] | list[float], *names: str) -> dict[str, f
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def sync_queue_depths(av_sync: Any) -> tuple[float, int]:
-    """(audio ms, video frames) queued in a livekit ``AVSynchronizer`` (0, 0 when it does not expose them)."""
-    if av_sync is None:
-        return 0.0, 0
-    source = getattr(av_sync, "_audio_source", None)
-    queue = getattr(av_sync, "_video_queue", None)
-    audio_ms = float(getattr(source, "queued_duration", 0.0)) * 1000.0 if source is not None else 0.0
-    video = queue.qsize() if queue is not None else 0
-    return audio_ms, video
-
-
 @dataclass
 class MetricsRecorder:
     """Collects frame and session metrics; ``emit`` receives every ``FrameMetrics`` and ``SessionMetrics``."""
@@ -111,18 +104,20 @@ class MetricsRecorder:
         self._listening: deque[float] = deque(maxlen=self.window)
         self._playback: deque[float] = deque(maxlen=200)
         self._flush: deque[float] = deque(maxlen=200)
-        self._av_offset: deque[float] = deque(maxlen=self.window)
+        self._video = {"slots": 0, "shown": 0, "repeated": 0, "dropped": 0}
+        self._rung_frames: dict[str, int] = {}
+        self._rung = "full"
         self._last_summary = time.perf_counter()
 
-    def on_frame(self, metrics: FrameMetrics, *, av_offset_ms: float | None = None) -> None:
+    def on_frame(self, metrics: FrameMetrics) -> None:
         self.frames += 1
+        self._rung = metrics.rung
+        self._rung_frames[metrics.rung] = self._rung_frames.get(metrics.rung, 0) + 1
         self.speaking_frames += int(metrics.speaking)
         for stage, ms in metrics.timings_ms.items():
             self._stages.setdefault(stage, deque(maxlen=self.window)).append(float(ms))
         if metrics.listening_latency_ms is not None:
             self._listening.append(metrics.listening_latency_ms)
-        if av_offset_ms is not None:
-            self._av_offset.append(av_offset_ms)
         logger.debug(
             "avatar frame",
             index=metrics.index,
@@ -130,10 +125,19 @@ class MetricsRecorder:
             total_ms=metrics.timings_ms.get("total"),
             handoff_ms=round(metrics.handoff_ms, 2),
             listening_ms=metrics.listening_latency_ms,
+            rung=metrics.rung,
         )
         self._send(metrics)
         if time.perf_counter() - self._last_summary >= self.interval_s:
             self.summarize()
+
+    def on_video_slot(self, *, shown: int, repeated: int, dropped: int) -> None:
+        """One video slot of the published track: its own picture (``shown``) or the last one again; ``dropped``
+        pictures came too late."""
+        self._video["slots"] += 1
+        self._video["shown"] += shown
+        self._video["repeated"] += repeated
+        self._video["dropped"] += dropped
 
     def on_segment_started(self, playback_latency_ms: float) -> None:
         self.segments += 1
@@ -150,13 +154,19 @@ class MetricsRecorder:
             duration_s=round(duration, 3),
             frames=self.frames,
             fps=round(self.frames / duration, 3) if duration > 0 else 0.0,
+            video={
+                **self._video,
+                "slot_fps": round(self._video["slots"] / duration, 3) if duration > 0 else 0.0,
+                "unique_fps": round(self._video["shown"] / duration, 3) if duration > 0 else 0.0,
+            },
+            rung=self._rung,
+            rung_frames=dict(self._rung_frames),
             speaking_frames=self.speaking_frames,
             segments=self.segments,
             interruptions=self.interruptions,
             playback_latency_ms=_percentiles(self._playback, "p50", "p95", "last"),
             listening_latency_ms=_percentiles(self._listening, "p50", "p95"),
             flush_ms=_percentiles(self._flush, "p50", "max"),
-            av_offset_ms=_percentiles(self._av_offset, "mean", "max_abs"),
             stage_ms={stage: _percentiles(values, "p50", "p95") for stage, values in self._stages.items()},
             final=final,
         )
@@ -175,7 +185,9 @@ class MetricsRecorder:
             playback_latency_ms=dict(summary.playback_latency_ms),
             listening_latency_ms=dict(summary.listening_latency_ms),
             flush_ms=dict(summary.flush_ms),
-            av_offset_ms=dict(summary.av_offset_ms),
+            video=dict(summary.video),
+            rung=summary.rung,
+            rung_frames=summary.rung_frames,
             total_ms=dict(summary.stage_ms.get("total", {})),
         )
         self._send(summary)

@@ -75,6 +75,7 @@ class AvatarPipeline:
             options=options,
             video_delay_ms=settings.avatar.video_delay_ms,
             playout_lead_ms=settings.avatar.playout_lead_ms,
+            metrics=metrics,
         )
         generator.attach_av_sync(runner.av_sync)
         listener = UserListener(

@@ -1,7 +1,8 @@
 """``PlayoutSource``: the avatar's ``rtc.AudioSource``, which keeps a lead of audio queued and knows when it leaves.
 
 The native source sends 10 ms of its queue every 10 ms while it holds any; when it runs dry it sends nothing, and the
-audio captured next leaves that much later than a continuous stream would have. Two things follow.
+audio captured next leaves that much later than a continuous stream would have. Two things follow. (Each capture
+returns when its audio starts to leave: the runner shows the matching picture then, ``pacer.FrameSlots``.)
 
 - When the queued audio leaves. ``rtc.AudioSource.queued_duration`` assumes the queue never ran dry: after a dry
   spell of ``d`` it reports ``d`` less than is queued, for as long as the audio keeps flowing. The runner schedules
@@ -37,6 +38,7 @@ class PlayoutSource(rtc.AudioSource):
         lead_s: float,
         frame_s: float,
         now: Callable[[], float] = time.monotonic,
+        on_clear: Callable[[], None] | None = None,
     ) -> None:
         # the native queue takes the lead, an idle frame and a few late frames delivered at once without making
         # capture_frame wait (it does while more than queue_size_ms is queued)
@@ -45,6 +47,7 @@ class PlayoutSource(rtc.AudioSource):
         self.lead_s = lead_s
         self.frame_s = frame_s
         self._now = now
+        self._on_clear = on_clear
         self._empty_at = 0.0  # when the last queued sample will have left
         self._refills: set[asyncio.Task[Any]] = set()
         self.dry_spells = 0
@@ -54,21 +57,25 @@ class PlayoutSource(rtc.AudioSource):
     def queued_duration(self) -> float:
         return max(self._empty_at - self._now(), 0.0)
 
-    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
-        self._count(frame)
+    async def capture_frame(self, frame: rtc.AudioFrame) -> float:  # type: ignore[override]
+        """Queue ``frame``; returns when it starts to leave (the ``now`` clock)."""
+        starts_at = self._count(frame)
         await super().capture_frame(frame)
+        return starts_at
 
-    def _count(self, frame: rtc.AudioFrame) -> None:
-        if not frame.samples_per_channel:
-            return
+    def _count(self, frame: rtc.AudioFrame) -> float:
         now = self._now()
+        if not frame.samples_per_channel:
+            return max(self._empty_at, now)
         if 0.0 < self._empty_at < now:
             self.dry_spells += 1
             self.dry_s += now - self._empty_at
             logger.debug("avatar audio ran dry", ms=round((now - self._empty_at) * 1000.0, 1))
-        self._empty_at = max(self._empty_at, now) + frame.samples_per_channel / self.sample_rate
+        starts_at = max(self._empty_at, now)
+        self._empty_at = starts_at + frame.samples_per_channel / self.sample_rate
+        return starts_at
 
-    async def capture_idle_frame(self) -> None:
+    async def capture_idle_frame(self) -> float:
         """An idle frame's silence, 10 ms longer or shorter while the queue holds less or more than the lead.
 
         The queue moves towards the lead by at most a quarter frame per frame: the runner schedules each video frame
@@ -76,12 +83,14 @@ class PlayoutSource(rtc.AudioSource):
         """
         step = self.frame_s / 4
         correction = min(max(self.lead_s - self.queued_duration, -step), step)
-        await self.capture_frame(self._silence(self.frame_s + correction))
+        return await self.capture_frame(self._silence(self.frame_s + correction))
 
     def clear_queue(self) -> None:
         """Drop the queued audio and queue the lead of silence in its place, so the stream does not pause."""
         super().clear_queue()
         self._empty_at = 0.0
+        if self._on_clear is not None:
+            self._on_clear()
         if self.lead_s > 0:
             silence = self._silence(self.lead_s)
             self._count(silence)  # counted now: a video frame scheduled before the capture below runs sees it

@@ -12,6 +12,7 @@ sent to it are delivered with ``send_byte_stream``, as the agent's ``DataStreamA
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,10 +145,31 @@ class FakeByteStream:
         return chunk
 
 
-def tiny_engine(stream: Any = None, model: Any = None, *, seed: int = 0) -> Any:
+class HeldRenderer:
+    """A renderer that takes at least ``frame_s`` per frame: the engine held below real time, as on a slower device
+    (tests and benchmarks; never a production setting). Everything but ``render`` is the wrapped renderer's."""
+
+    def __init__(self, renderer: Any, frame_s: float) -> None:
+        self.wrapped = renderer
+        self.frame_s = frame_s
+
+    def render(self, source: Any, target: Any, f_app: Any) -> Any:
+        started = time.perf_counter()
+        frame = self.wrapped.render(source, target, f_app)
+        rest = self.frame_s - (time.perf_counter() - started)
+        if rest > 0:
+            time.sleep(rest)  # the time a slower device would compute
+        return frame
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+def tiny_engine(stream: Any = None, model: Any = None, *, seed: int = 0, render_s: float | None = None) -> Any:
     """An ``AvatarStream`` on the tiny random model and a random portrait: real code, seconds to build (tests).
 
-    ``stream`` / ``model``: ``StreamSettings`` / ``ModelSettings`` (defaults: the defaults).
+    ``stream`` / ``model``: ``StreamSettings`` / ``ModelSettings`` (defaults: the defaults). ``render_s``: hold each
+    rendered frame to at least that long (``HeldRenderer``).
     """
     import torch
 
@@ -164,6 +186,8 @@ def tiny_engine(stream: Any = None, model: Any = None, *, seed: int = 0) -> Any:
     with torch.inference_mode():
         m0, f_app = renderer.encode_portrait(image)
     portrait = RandomPortrait(m0=m0, f_app=f_app, image=np.zeros((size, size, 3), np.uint8))
+    if render_s is not None:
+        renderer = HeldRenderer(renderer, render_s)
     return AvatarStream(
         motion, renderer, portrait, stream=stream or StreamSettings(), model=model or ModelSettings(), noise_seed=seed
     )

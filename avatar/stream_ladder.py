@@ -1,0 +1,170 @@
+"""The quality ladder of the streaming engine: how it keeps the 40 ms clock when the machine is too slow for full
+quality (docs: README "Real time that holds").
+
+A ``Rung`` says how much of DyStream's per-frame work runs (paper §3, Fig. 2: audio tokens → transformer → flow head
+with classifier-free guidance → renderer):
+
+- ``steps``: flow-matching (Euler) steps of the sampler (the release samples with 5);
+- ``guidance``: all guidance branches (``uncond``, ``audio_self``, ``audio_other``, ``all``), or the ``all`` branch
+  alone (no guidance: a quarter of the transformer and flow-head batch);
+- ``motion_every``: a latent is generated every n-th frame; the frames in between get latents interpolated between
+  their generated neighbours (in the motion history too), their audio tokens are still computed;
+- ``render_every``: every n-th frame is rendered; the publisher repeats the last picture in between.
+
+The ladder goes from full quality (rung 0) down; ``QualityGovernor`` moves along it from measured busy time: each
+engine thread (motion, render) reports how long it worked; over a window of about half a second, a thread busy more
+than ``HIGH_LOAD`` of the wall time cannot keep up, and the engine steps one rung down (after ``DOWN_HOLD_S`` since
+the last change), to the first rung that lightens the busiest thread (a slow renderer gains nothing from fewer
+sampler steps); a load under ``LOW_LOAD`` for ``up_hold_s`` steps one rung up. A step up that has to be undone
+within ``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge does not
+oscillate. Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from avatar.errors import InputError
+from config.log import get_logger
+
+log = get_logger(__name__)
+
+HIGH_LOAD = 0.9
+LOW_LOAD = 0.55
+WINDOW_S = 0.5
+DOWN_HOLD_S = 0.5
+UP_HOLD_S = 3.0
+MAX_UP_HOLD_S = 60.0
+RETRY_WINDOW_S = 5.0
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    steps: int
+    guidance: bool
+    motion_every: int
+    render_every: int
+
+    @property
+    def unique_fps_factor(self) -> float:
+        """Fraction of the frame rate that is rendered (the rest repeats the last picture)."""
+        return 1.0 / self.render_every
+
+
+def ladder(full_steps: int) -> tuple[Rung, ...]:
+    """The rungs, best first; rung 0 samples with the configured ``full_steps`` (the release's 5)."""
+    reduced = min(full_steps, 3)
+    rungs = (
+        Rung("full", full_steps, True, 1, 1),
+        Rung("steps-3", reduced, True, 1, 1),
+        Rung("no-guidance", reduced, False, 1, 1),
+        Rung("half-render", reduced, False, 1, 2),
+        Rung("half-motion", reduced, False, 2, 2),
+        Rung("third", min(full_steps, 2), False, 3, 3),
+    )
+    return rungs
+
+
+def rung_names() -> tuple[str, ...]:
+    return tuple(r.name for r in ladder(5))
+
+
+def rung_index(name: str) -> int:
+    names = rung_names()
+    if name not in names:
+        raise InputError(f"unknown quality rung {name!r}: use one of {', '.join(names)}")
+    return names.index(name)
+
+
+class QualityGovernor:
+    """Picks the rung the engine runs at. The motion thread calls ``rung`` and ``update``; both threads ``report``."""
+
+    def __init__(
+        self,
+        rungs: tuple[Rung, ...],
+        *,
+        adaptive: bool = True,
+        floor: int | None = None,
+        pinned: int | None = None,
+        now: Callable[[], float] = time.perf_counter,
+        on_change: Callable[[Rung, Rung, dict[str, float]], None] | None = None,
+    ) -> None:
+        self.rungs = rungs
+        last = len(rungs) - 1
+        self.floor = last if floor is None else floor
+        if not 0 <= self.floor <= last or (pinned is not None and not 0 <= pinned <= last):
+            raise InputError(f"quality rung out of range: floor {floor}, pinned {pinned} (0–{last})")
+        self.adaptive = adaptive and pinned is None
+        self.index = pinned if pinned is not None else 0
+        self._now = now
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._busy_s = {"motion": 0.0, "render": 0.0}  # per thread, over the current window
+        self._window_start = now()
+        self._last_change = -1e9
+        self._last_up = -1e9
+        self._calm_since: float | None = None
+        self.up_hold_s = UP_HOLD_S
+        self.changes = 0
+        self.last_load: dict[str, float] = {"motion": 0.0, "render": 0.0}
+
+    @property
+    def rung(self) -> Rung:
+        return self.rungs[self.index]
+
+    def report(self, thread: str, busy_s: float) -> None:
+        """``thread`` ("motion" or "render") worked ``busy_s`` seconds."""
+        with self._lock:
+            self._busy_s[thread] += busy_s
+
+    def update(self) -> Rung:
+        """Close the window when it is due; step down or up from its loads. Returns the rung to use now."""
+        now = self._now()
+        elapsed = now - self._window_start
+        if elapsed < WINDOW_S:
+            return self.rung
+        with self._lock:
+            load = {name: busy / elapsed for name, busy in self._busy_s.items()}
+            self._busy_s = dict.fromkeys(self._busy_s, 0.0)
+        self._window_start = now
+        self.last_load = load
+        if not self.adaptive:
+            return self.rung
+        worst = max(load.values())
+        if worst > HIGH_LOAD:
+            self._calm_since = None
+            target = self._relief(max(load, key=load.__getitem__))
+            if target is not None and now - self._last_change >= DOWN_HOLD_S:
+                if now - self._last_up < RETRY_WINDOW_S:  # the last step up did not hold: wait longer next time
+                    self.up_hold_s = min(2 * self.up_hold_s, MAX_UP_HOLD_S)
+                self._move(target, now, load)
+        elif worst < LOW_LOAD and self.index > 0:
+            self._calm_since = now if self._calm_since is None else self._calm_since
+            if now - self._calm_since >= self.up_hold_s and now - self._last_change >= self.up_hold_s:
+                self._last_up = now
+                self._calm_since = None
+                self._move(self.index - 1, now, load)
+        else:
+            self._calm_since = None
+        return self.rung
+
+    def _relief(self, thread: str) -> int | None:
+        """The next rung down (not past the floor) that lightens ``thread``: any rung lightens the motion thread;
+        only one that renders fewer frames lightens the render thread."""
+        for index in range(self.index + 1, self.floor + 1):
+            if thread == "motion" or self.rungs[index].render_every > self.rung.render_every:
+                return index
+        return None
+
+    def _move(self, index: int, now: float, load: dict[str, float]) -> None:
+        before, self.index = self.rung, index
+        self._last_change = now
+        self.changes += 1
+        rounded = {name: round(value, 2) for name, value in load.items()}
+        log.info("quality rung changed", rung=self.rung.name, previous=before.name, load=rounded)
+        if self._on_change is not None:
+            self._on_change(before, self.rung, rounded)

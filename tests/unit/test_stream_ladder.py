@@ -1,0 +1,173 @@
+"""The quality ladder: the governor on a fake clock (down on overload, to the rung that helps, up with hysteresis and
+back-off, floor, pinned rung), and the cheap rungs' arithmetic in StreamCore (skipped frames, no guidance)."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.checkpoints import random_motion_generator
+from avatar.config import MotionConfig
+from avatar.errors import InputError
+from avatar.stream_core import StreamCore
+from avatar.stream_ladder import QualityGovernor, ladder, rung_index, rung_names
+from config.settings import RungName, StreamSettings
+
+RUNGS = ladder(5)
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def run(governor: QualityGovernor, now: FakeTime, seconds: float, motion: float, render: float) -> None:
+    """``seconds`` of 40 ms ticks with the threads busy ``motion`` / ``render`` of the time."""
+    for _ in range(round(seconds / 0.04)):
+        now.t += 0.04
+        governor.report("motion", 0.04 * motion)
+        governor.report("render", 0.04 * render)
+        governor.update()
+
+
+def test_the_settings_name_every_rung_of_the_ladder() -> None:
+    assert typing.get_args(RungName) == rung_names() == tuple(r.name for r in RUNGS)
+    assert RUNGS[0].steps == 5 and RUNGS[0].guidance and RUNGS[0].render_every == 1
+    assert rung_index("half-render") == 3
+    with pytest.raises(InputError, match="half-render"):
+        rung_index("quarter")
+
+
+def test_an_overloaded_renderer_steps_down_to_rendering_fewer_frames() -> None:
+    now = FakeTime()
+    governor = QualityGovernor(RUNGS, now=now)
+    run(governor, now, 0.6, motion=0.3, render=1.0)
+    # fewer sampler steps would not help the renderer: straight to the first rung that renders less
+    assert governor.rung.name == "half-render" and governor.changes == 1
+
+
+def test_an_overloaded_motion_thread_steps_down_one_rung_at_a_time_to_the_floor() -> None:
+    now = FakeTime()
+    governor = QualityGovernor(RUNGS, floor=rung_index("no-guidance"), now=now)
+    run(governor, now, 0.6, motion=1.0, render=0.2)
+    assert governor.rung.name == "steps-3"
+    run(governor, now, 5.0, motion=1.0, render=0.2)
+    assert governor.rung.name == "no-guidance" and governor.changes == 2  # never below the floor
+
+
+def test_steps_up_after_a_calm_hold_and_backs_off_when_that_fails() -> None:
+    now = FakeTime()
+    governor = QualityGovernor(RUNGS, now=now)
+    run(governor, now, 0.6, motion=1.0, render=0.2)
+    assert governor.rung.name == "steps-3"
+    run(governor, now, 2.0, motion=0.3, render=0.2)
+    assert governor.rung.name == "steps-3"  # calm, but not for long enough yet
+    run(governor, now, 1.6, motion=0.3, render=0.2)
+    assert governor.rung.name == "full"
+    run(governor, now, 0.6, motion=1.0, render=0.2)  # full quality does not hold: down again, at once
+    assert governor.rung.name == "steps-3" and governor.up_hold_s == 6.0
+    run(governor, now, 4.0, motion=0.3, render=0.2)
+    assert governor.rung.name == "steps-3"  # the next try waits twice as long
+    run(governor, now, 3.0, motion=0.3, render=0.2)
+    assert governor.rung.name == "full"
+
+
+def test_a_load_in_the_band_keeps_the_rung() -> None:
+    now = FakeTime()
+    governor = QualityGovernor(RUNGS, now=now)
+    run(governor, now, 0.6, motion=1.0, render=0.2)
+    run(governor, now, 20.0, motion=0.7, render=0.7)
+    assert governor.rung.name == "steps-3" and governor.changes == 1
+
+
+def test_a_pinned_rung_or_adaptation_off_never_moves() -> None:
+    now = FakeTime()
+    pinned = QualityGovernor(RUNGS, pinned=rung_index("half-motion"), now=now)
+    fixed = QualityGovernor(RUNGS, adaptive=False, now=now)
+    for governor in (pinned, fixed):
+        run(governor, now, 3.0, motion=1.0, render=1.0)
+    assert pinned.rung.name == "half-motion" and fixed.rung.name == "full"
+    assert pinned.changes == fixed.changes == 0
+    assert fixed.last_load == pytest.approx({"motion": 1.0, "render": 1.0})  # still measured, for the metrics
+    with pytest.raises(InputError):
+        QualityGovernor(RUNGS, floor=len(RUNGS))
+    assert StreamSettings(pinned_rung="third").pinned_rung == "third"
+    with pytest.raises(ValueError, match="pinned_rung"):
+        StreamSettings(pinned_rung="quarter")
+
+
+@pytest.fixture(scope="module")
+def motion():
+    return random_motion_generator(MotionConfig.tiny(), seed=0)
+
+
+def _core(motion) -> StreamCore:
+    m0 = torch.randn(1, motion.config.face_dim, generator=torch.Generator().manual_seed(1)) * 0.1
+    return StreamCore(motion, None, m0, None, seed=3, left_context_ms=400)
+
+
+def _audio(j: int) -> np.ndarray:
+    return np.random.default_rng(j).normal(0, 0.1, 640 + 960).astype(np.float32)
+
+
+def test_skipped_frames_get_latents_interpolated_between_their_generated_neighbours(motion) -> None:
+    core = _core(motion)
+    rung = RUNGS[rung_index("half-motion")]
+    generated = {}
+    for j in range(6):
+        a = _audio(j)
+        core.hear(a[:640], a[:640], a[640:], a[640:])
+        if j % 3 == 2:
+            generated[j] = core.generate(rung)
+        else:
+            core.skip()
+    assert core.index == 6
+    history = core.history
+    # frames 3 and 4 lie on the line from latent 2 to latent 5, at 1/3 and 2/3
+    np.testing.assert_allclose(history[-3], generated[2] + (generated[5] - generated[2]) / 3, atol=1e-6)
+    np.testing.assert_allclose(history[-2], generated[2] + 2 * (generated[5] - generated[2]) / 3, atol=1e-6)
+    np.testing.assert_array_equal(history[-1], generated[5])
+
+
+def _recording(noise, drawn: list[int]):
+    """``noise`` that records the frames it is asked for."""
+
+    def draw(j: int) -> torch.Tensor:
+        drawn.append(j)
+        return noise(j)
+
+    return draw
+
+
+def test_a_skipped_frame_keeps_the_noise_draws_of_the_frames_after_it(motion) -> None:
+    """Frame 2's start latent is the same whether frame 1 was generated or skipped: the rungs differ only by what
+    they compute, not by the randomness (their deviation from full quality is measured, README)."""
+    draws = []
+    for skip in (False, True):
+        core = _core(motion)
+        noises: list[int] = []
+        core.noise = _recording(core.noise, noises)
+        for j in range(3):
+            a = _audio(j)
+            core.hear(a[:640], a[:640], a[640:], a[640:])
+            core.skip() if skip and j == 1 else core.generate(RUNGS[0])
+        draws.append(noises)
+    assert draws[0] == draws[1] == [0, 1, 2]
+
+
+def test_no_guidance_runs_the_all_branch_alone(motion) -> None:
+    guided, unguided = _core(motion), _core(motion)
+    for core in (guided, unguided):
+        a = _audio(0)
+        core.hear(a[:640], a[:640], a[640:], a[640:])
+    full = guided.generate(RUNGS[rung_index("steps-3")])
+    cheap = unguided.generate(RUNGS[rung_index("no-guidance")])
+    # same steps and noise, the x0 of the `all` branch instead of the guided combination: close, not equal
+    assert not torch.equal(full, cheap)
+    assert torch.nn.functional.cosine_similarity(full, cheap, dim=0) > 0.5

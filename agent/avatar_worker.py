@@ -9,8 +9,13 @@ plugin's :func:`livekit.plugins.dystream.run_avatar_job`, accepted under the ide
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.plugins import dystream
+from livekit.plugins.dystream.avatar import build_engine
 
 from agent.worker import log_through_worker, server_options
 from config.log import get_logger
@@ -21,17 +26,20 @@ log = get_logger(__name__)
 
 def prewarm(proc: JobProcess) -> None:
     log_through_worker()
-    dystream.load_models()  # cached for the process: every avatar job here reuses it
+    proc.userdata["avatar_models"] = dystream.load_models()  # once per process: every avatar job here uses it
     log.info("avatar job process ready")
 
 
 async def entrypoint(ctx: JobContext) -> None:
-    await dystream.run_avatar_job(ctx, settings=get_settings())
+    build = partial(build_engine, models=ctx.proc.userdata.get("avatar_models"))
+    await dystream.run_avatar_job(ctx, settings=get_settings(), build=build)
 
 
-def build_avatar_server(settings: Settings, *, http_port: int | None = None) -> AgentServer:
+def build_avatar_server(
+    settings: Settings, *, http_port: int | None = None, setup_fnc: Callable[[JobProcess], Any] = prewarm
+) -> AgentServer:
     server = AgentServer(
-        setup_fnc=prewarm, load_fnc=dystream.avatar_worker_load, **server_options(settings, http_port=http_port)
+        setup_fnc=setup_fnc, load_fnc=dystream.avatar_worker_load, **server_options(settings, http_port=http_port)
     )
     server.rtc_session(entrypoint, agent_name=settings.avatar.avatar_agent_name, on_request=dystream.accept_avatar_job)
     return server

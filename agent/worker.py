@@ -50,7 +50,7 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = inference.VAD(model="silero")
     proc.userdata["clips"] = pipeline.load_clips(settings.agent)
     if settings.avatar.mode == "in-process":
-        dystream.load_models()  # cached for the process: every AvatarSession here reuses it
+        proc.userdata["avatar_models"] = dystream.load_models()  # once per process: every AvatarSession here uses it
     log.info("job process ready", avatar_mode=settings.avatar.mode)
 
 
@@ -62,7 +62,7 @@ async def entrypoint(ctx: JobContext) -> None:
     session = pipeline.build_session(settings.agent, vad=vad)
     events.watch_session(session)
 
-    avatar = dystream.AvatarSession(settings=settings)
+    avatar = dystream.AvatarSession(settings=settings, models=ctx.proc.userdata.get("avatar_models"))
     await avatar.start(session, room=ctx.room)
     await session.start(
         pipeline.build_agent(settings.agent),
@@ -110,11 +110,14 @@ def jobs_load(max_jobs: int) -> Callable[[AgentServer], float]:
     return load
 
 
-def build_server(settings: Settings, *, http_port: int | None = None) -> AgentServer:
-    """The agent worker; explicit dispatch when ``settings.agent.agent_name`` is set."""
+def build_server(
+    settings: Settings, *, http_port: int | None = None, setup_fnc: Callable[[JobProcess], Any] = prewarm
+) -> AgentServer:
+    """The agent worker; explicit dispatch when ``settings.agent.agent_name`` is set. ``setup_fnc``: the job
+    processes' prewarm (``prewarm``, or one that builds on it)."""
     pipeline.check_settings(settings.agent)
     load_fnc = jobs_load(settings.agent.max_jobs) if settings.agent.max_jobs else None
-    server = AgentServer(setup_fnc=prewarm, load_fnc=load_fnc, **server_options(settings, http_port=http_port))
+    server = AgentServer(setup_fnc=setup_fnc, load_fnc=load_fnc, **server_options(settings, http_port=http_port))
     server.rtc_session(entrypoint, agent_name=settings.agent.agent_name)
     return server
 

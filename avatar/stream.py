@@ -89,6 +89,7 @@ class StreamFrame:
     created_at: float  # time.perf_counter() when the frame was ready
     timings_ms: Mapping[str, float]  # per stage: audio, transformer, head, render, total
     rung: str  # the quality rung it was made at
+    render_every: int  # the rung renders every n-th tick (the picture stands for n ticks)
     tick: AudioTick  # what the tick played and heard
     latent: np.ndarray | None = field(default=None, repr=False)  # [512] motion latent
 
@@ -409,6 +410,7 @@ class AvatarStream:
                     created_at=time.perf_counter(),
                     timings_ms=timings,
                     rung=rung.name,
+                    render_every=rung.render_every,
                     tick=tick,
                     latent=latent.cpu().numpy(),
                 )

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from livekit.plugins.dystream.pacer import FrameSlots
+from livekit.plugins.dystream.testing import HeldRenderer
 from PIL import Image
 from tqdm import tqdm
 
@@ -51,10 +53,11 @@ from avatar.motion import MotionGenerator
 from avatar.offline import generate
 from avatar.renderer import Renderer, RendererConfig, random_renderer, to_uint8
 from avatar.sampler import sample_latent
-from avatar.stream import AvatarStream, StreamFrame
+from avatar.stream import AudioTick, AvatarStream, StreamFrame
 from avatar.stream_core import STAGES, StreamCore, table_noise
+from avatar.stream_ladder import ladder
 from bench.results_file import write_json_atomic
-from config.settings import ModelSettings, StreamSettings, get_settings
+from config.settings import AvatarSettings, ModelSettings, StreamSettings, get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stream.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -286,21 +289,27 @@ def _has_click(audio: np.ndarray) -> bool:
     return bool(np.any((audio[:-1] == 32767) & (audio[1:] == -32768)))
 
 
-async def realtime(models: Models, audio: tuple[np.ndarray, np.ndarray], seconds: float, threads: int) -> dict:
-    """Run ``AvatarStream`` at wall-clock speed, user audio live, agent replies as segments; measure it."""
+async def realtime(
+    models: Models, audio: tuple[np.ndarray, np.ndarray], seconds: float, threads: int, render_s: float | None = None
+) -> dict:
+    """Run ``AvatarStream`` at wall-clock speed, user audio live, agent replies as segments; measure it. With
+    ``render_s``, every rendered picture takes at least that long (``HeldRenderer``: the engine held below real time).
+    """
     settings = StreamSettings(torch_threads=threads)
     rng = np.random.default_rng(0)
     reps = int(np.ceil(seconds * 16000 / len(audio[1])))
     other, clicks = _with_clicks(np.tile(audio[1], reps)[: int(seconds * 16000)], 0.5, rng)
-    reply = np.clip(audio[0][32000:40000] * 32768, -32768, 32767).astype(np.int16)  # 0.5 s of speech
+    reply = np.clip(audio[0][32000:48000] * 32768, -32768, 32767).astype(np.int16)  # 1 s of speech
     reply[: CLICK.size] = CLICK
 
-    engine = AvatarStream(models.motion, models.renderer, models, stream=settings, model=ModelSettings(), noise_seed=0)
+    renderer = models.renderer if render_s is None else HeldRenderer(models.renderer, render_s)
+    engine = AvatarStream(models.motion, renderer, models, stream=settings, model=ModelSettings(), noise_seed=0)
     await engine.start()
     chunk = 160  # 10 ms, as LiveKit delivers audio
     pushed_at: dict[int, float] = {}  # click sample → push time of its chunk
     reply_pushed: list[tuple[int, float]] = []  # (segment id, push time)
-    frames: list[StreamFrame] = []
+    ticks: list[AudioTick] = []
+    pictures: list[StreamFrame] = []
 
     async def push_other() -> None:
         start = time.perf_counter()
@@ -313,14 +322,14 @@ async def realtime(models: Models, audio: tuple[np.ndarray, np.ndarray], seconds
     async def push_replies() -> None:
         await asyncio.sleep(1.0)
         while True:
-            await asyncio.sleep(rng.uniform(0.8, 1.2))  # idle again by now: the 0.5 s reply has played
+            await asyncio.sleep(rng.uniform(1.3, 1.7))  # idle again by now: the 1 s reply has played
             segment = engine.push_self(reply)
             reply_pushed.append((segment, time.perf_counter()))
             engine.end_self_segment()
 
     async def consume() -> None:
-        async for frame in engine:
-            frames.append(frame)
+        async for item in engine:
+            (pictures if isinstance(item, StreamFrame) else ticks).append(item)
 
     tasks = [asyncio.create_task(c()) for c in (push_replies, consume)]
     started = time.perf_counter()
@@ -332,24 +341,34 @@ async def realtime(models: Models, audio: tuple[np.ndarray, np.ndarray], seconds
     stats = engine.stats
     await engine.aclose()
 
-    steady = [f for f in frames if f.created_at - started >= 1.0]
-    fps = (len(steady) - 1) / (steady[-1].created_at - steady[0].created_at)
+    steady_ticks = [t for t in ticks if t.taken_at - started >= 1.0]
+    steady = [p for p in pictures if p.created_at - started >= 1.0]
+    span = steady_ticks[-1].taken_at - steady_ticks[0].taken_at
     other_latency = []
     for click, t in pushed_at.items():
-        frame = next((f for f in frames if f.other_span[0] <= click < f.other_span[1]), None)
-        if frame is not None:
-            other_latency.append((frame.created_at - t) * 1000)
+        picture = next((p for p in pictures if p.tick.other_span[0] <= click < p.tick.other_span[1]), None)
+        if picture is not None:
+            other_latency.append((picture.created_at - t) * 1000)
     self_latency = []
     for segment, t in reply_pushed:
-        frame = next((f for f in frames if f.segment_id == segment and _has_click(f.audio)), None)
-        if frame is not None:
-            self_latency.append((frame.created_at - t) * 1000)
-    timings = [f.timings_ms for f in steady]
+        picture = next((p for p in pictures if p.tick.segment_id == segment and _has_click(p.tick.audio)), None)
+        if picture is not None:
+            self_latency.append((picture.created_at - t) * 1000)
+    timings = [p.timings_ms for p in steady]
+    rungs: dict[str, int] = {}
+    for picture in pictures:
+        rungs[picture.rung] = rungs.get(picture.rung, 0) + 1
     return {
         "seconds": round(elapsed, 2),
-        "frames": len(frames),
-        "fps": round(fps, 3),
+        "render_held_to_ms": None if render_s is None else render_s * 1000,
+        "ticks": len(ticks),
+        "tick_fps": round((len(steady_ticks) - 1) / span, 3),
+        "unique_fps": round(len(steady) / span, 3),
         "torch_threads": threads,
+        "voice": _voice(ticks, reply.size),
+        "published": _published(ticks, pictures),
+        "rungs_used": rungs,
+        "rung_changes": stats["rung_changes"],
         "latency_ms": {"self": _percentiles(self_latency), "other": _percentiles(other_latency)},
         "lookahead_ms": {"self": settings.lookahead_self_ms, "other": settings.lookahead_other_ms},
         "algorithmic_latency_ms": {
@@ -357,13 +376,123 @@ async def realtime(models: Models, audio: tuple[np.ndarray, np.ndarray], seconds
             "other": round(settings.lookahead_other_ms + _percentiles([t["total"] for t in timings])["p50"], 1),
         },
         "realtime_per_frame_ms": _stage_stats(timings),
-        "other_lag_ms": _percentiles([f.other_lag_ms for f in steady]),
+        "other_lag_ms": _percentiles([t.other_lag_ms for t in steady_ticks]),
         "engine": {
             k: stats[k]
-            for k in ("frames_dropped", "late_ticks", "clock_reanchors", "other_inserted_ms", "other_dropped_ms")
+            for k in ("latents_not_rendered", "late_ticks", "clock_reanchors", "other_inserted_ms", "other_dropped_ms")
         },
         "clicks_found": {"self": len(self_latency), "other": len(other_latency)},
     }
+
+
+def _voice(ticks: list[AudioTick], reply_samples: int) -> dict[str, Any]:
+    """The agent's replies as the clock handed them out: heard duration / true duration, and the largest hole."""
+    stretches, holes = [], []
+    by_segment: dict[int, list[AudioTick]] = {}
+    for tick in ticks:
+        if tick.speaking and tick.segment_id is not None:
+            by_segment.setdefault(tick.segment_id, []).append(tick)
+    for segment in by_segment.values():
+        if len(segment) * SAMPLES_PER_FRAME < reply_samples:
+            continue  # cut off by the end of the run
+        taken = np.array([t.taken_at for t in segment])
+        stretches.append((taken[-1] - taken[0] + 0.04) / (len(segment) * 0.04))
+        holes.append(max(0.0, float(np.diff(taken).max()) - 0.04) * 1000)
+    return {
+        "replies": len(stretches),
+        "stretch": {"min": round(min(stretches), 4), "max": round(max(stretches), 4)},
+        "largest_hole_ms": round(max(holes), 1),
+    }
+
+
+def _published(ticks: list[AudioTick], pictures: list[StreamFrame]) -> dict[str, Any]:
+    """What the publisher (``FrameSlots``, as the plugin's runner drives it) shows: each tick's slot is when its audio
+    leaves after the playout lead plus the video delay; a picture counts from when it was ready."""
+    avatar = AvatarSettings()
+    delay = (avatar.playout_lead_ms + avatar.video_delay_ms) / 1000
+    slots: FrameSlots[StreamFrame] = FrameSlots(0.04)
+    events = sorted(
+        [(t.taken_at + delay, 1, t) for t in ticks] + [(p.created_at, 0, p) for p in pictures], key=lambda e: e[:2]
+    )
+    lags = []
+    render_every = 1
+    for at, kind, item in events:
+        if kind == 0:
+            slots.add_picture(item.index, item)
+            render_every = item.render_every
+            continue
+        slots.add_slot(item.index, at)
+        shown = slots.take(at)
+        if shown is not None:  # the picture's centre (a rung rendering every n-th tick shows it for n) vs the sound
+            lags.append((item.index - shown.index - (render_every - 1) / 2) * 40.0)
+    return {
+        "slots": len(ticks),
+        "shown": slots.shown,
+        "repeated": slots.repeated,
+        "dropped": slots.dropped,
+        "av_offset_ms": {"p50": _percentiles(lags)["p50"], "p95": _percentiles(np.abs(lags).tolist())["p95"]},
+    }
+
+
+def ladder_costs(models: Models, audio: tuple[np.ndarray, np.ndarray], frames: int) -> list[dict[str, Any]]:
+    """Each rung of the quality ladder over the first ``frames`` of the dyadic sample, as the engine runs it when it
+    keeps up: motion and render time per tick, and the deviation of the shown latents (a repeated picture shows its
+    tick's latent) from full quality with the same noise."""
+    noise = torch.randn(frames + 1, models.motion.config.face_dim, generator=torch.Generator().manual_seed(0))
+    settings = StreamSettings()
+    shown_full: np.ndarray | None = None
+    out = []
+    for rung in ladder(ModelSettings().steps):
+        core = _core(models, settings, noise=table_noise(noise))
+        core.warm_up((rung,))
+        shown, motion_s, render_s, rendered = [], 0.0, 0.0, 0
+        latent = last_generated = None
+        for j, (a_self, a_other) in enumerate(_ticks(audio, settings, frames)):
+            started = time.perf_counter()
+            core.hear(a_self[0], a_other[0], a_self[1], a_other[1])
+            if last_generated is None or j - last_generated >= rung.motion_every:
+                latent, last_generated = core.generate(rung), j
+                render = j % rung.render_every == 0
+            else:
+                core.skip()
+                render = False
+            motion_s += time.perf_counter() - started
+            if render:
+                started = time.perf_counter()
+                core.render(latent)
+                render_s += time.perf_counter() - started
+                rendered += 1
+                shown_latent = latent.cpu().numpy()
+            shown.append(shown_latent)
+        shown_arr = np.stack(shown)
+        if shown_full is None:
+            shown_full = shown_arr
+        motion_ms, render_ms = motion_s * 1000 / frames, render_s * 1000 / frames
+        out.append(
+            {
+                "rung": rung.name,
+                "steps": rung.steps,
+                "guidance": rung.guidance,
+                "motion_every": rung.motion_every,
+                "render_every": rung.render_every,
+                "motion_ms_per_tick": round(motion_ms, 2),
+                "render_ms_per_tick": round(render_ms, 2),
+                "cost_vs_full": None,
+                "deviation_from_full": _deviation(shown_arr, shown_full),
+            }
+        )
+    full_cost = max(out[0]["motion_ms_per_tick"], out[0]["render_ms_per_tick"])
+    for row in out:
+        row["cost_vs_full"] = round(max(row["motion_ms_per_tick"], row["render_ms_per_tick"]) / full_cost, 3)
+    return out
+
+
+def _ticks(audio: tuple[np.ndarray, np.ndarray], settings: StreamSettings, frames: int) -> Iterator[tuple]:
+    """Per tick: ((self 40 ms, self lookahead), (other 40 ms, other lookahead)) of the clip."""
+    ahead = (settings.lookahead_self_ms * 16, settings.lookahead_other_ms * 16)
+    for j in range(frames):
+        start, end = j * SAMPLES_PER_FRAME, (j + 1) * SAMPLES_PER_FRAME
+        yield tuple((a[start:end], a[end : end + n]) for a, n in zip(audio, ahead, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +505,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deviation-frames", type=int, default=25, help="full-size offline-deviation frames")
     parser.add_argument("--deviation-start-s", type=float, default=1.5, help="where that slice starts")
     parser.add_argument("--only", choices=("tiny", "full"), help="run one section only (quick checks)")
+    parser.add_argument(
+        "--held-render-s",
+        type=float,
+        default=0.06,
+        help="the held run: least seconds a picture takes (0.06: with "
+        "the motion step, a frame costs about twice the 40 ms budget)",
+    )
+    parser.add_argument("--ladder-frames", type=int, default=150, help="frames of each quality rung (tiny)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -389,7 +526,18 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms.self": "created_at of the frame whose 40 ms of agent audio holds a click at the start of a reply "
         "pushed at once into an idle avatar, minus the push time",
         "algorithmic_latency_ms": "lookahead + per-frame compute (p50 of total)",
-        "fps": "frames handed out per second of wall time over the real-time run, first second excluded",
+        "tick_fps": "audio ticks handed out per second of wall time over the real-time run, first second excluded",
+        "unique_fps": "pictures rendered per second of wall time over the same span",
+        "voice.stretch": "per reply that played to its end: (last tick - first tick + 40 ms) / its duration",
+        "voice.largest_hole_ms": "the longest wait between two ticks of a reply beyond their 40 ms",
+        "published": "FrameSlots (the plugin's publisher) driven with each tick's slot at its hand-out time + "
+        "playout lead + video delay and each picture from when it was ready: slots, pictures shown at their own "
+        "slot, repeated slots, dropped pictures; av_offset_ms: the shown picture's tick (centred on the ticks it "
+        "stands for) behind the tick being heard, p50 and p95 of the absolute value",
+        "held": "the same real-time run with each picture held to at least --held-render-s",
+        "ladder": "each rung on the first --ladder-frames of the dyadic sample, not paced: motion and render ms per "
+        "tick, cost_vs_full (the busier thread's ms per tick over full quality's), deviation of the shown latents "
+        "from full quality with the same noise",
         "naive_ratio": "p50 of our per-frame step / p50 of the official per-frame loop that re-encodes the whole "
         "3.84 s window of both streams every frame (same run, same frames, alternating frame by frame, rendering "
         "included); naive_ratio_motion: the same without the render stage",
@@ -400,9 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         tiny = build("tiny", args.device, samples)
         result["tiny"] = {"model": "MotionConfig.tiny() + RendererConfig.tiny() (128x128), random weights"}
         result["tiny"].update(asyncio.run(realtime(tiny, audio, args.seconds, args.tiny_threads)))
+        held = asyncio.run(realtime(tiny, audio, args.seconds, args.tiny_threads, render_s=args.held_render_s))
+        result["tiny"]["held"] = held
         threads = torch.get_num_threads()
         torch.set_num_threads(args.tiny_threads)
         result["tiny"]["per_frame_ms"] = _stage_stats(step_timings(tiny, audio, args.tiny_frames))
+        result["tiny"]["ladder"] = ladder_costs(tiny, audio, args.ladder_frames)
         torch.set_num_threads(threads)
         sweep = ((0, 0, 2000), (200, 200, 8000))
         result["tiny"]["offline_deviation"] = offline_deviation(tiny, audio, sweep)

@@ -78,13 +78,14 @@ class Deployment:
     agent_name: str = ""
     avatar_agent_name: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    held_render_s: float | None = None  # hold each rendered frame to this long (``held_worker``): a slow engine
     agent: WorkerProcess | None = None
     avatar_worker: WorkerProcess | None = None
     agent_http_port: int = 0
     avatar_http_port: int = 0
 
     def __post_init__(self) -> None:
-        tag = self.mode.replace("-", "")
+        tag = self.mode.replace("-", "") + ("held" if self.held_render_s is not None else "")
         self.agent_name = self.agent_name or f"e2e-{tag}"
         self.avatar_agent_name = self.avatar_agent_name or f"e2e-avatar-{tag}"
         self.events_file = self.workdir / f"events-{tag}.jsonl"
@@ -122,13 +123,19 @@ class Deployment:
         env.update(self.extra_env)
         return env
 
+    def command(self, base: tuple[str, ...]) -> tuple[str, ...]:
+        """The worker's command: the images' own, or the held worker's around it."""
+        if self.held_render_s is None:
+            return base
+        return ("python", "-m", "bench.harness.held_worker", "--render-s", str(self.held_render_s), base[-1])
+
     def start(self, timeout: float = 240.0) -> None:
         """Start the workers and wait until they have registered with the server (models loaded)."""
         if self.mode == "remote":
             self.avatar_http_port = free_port()
             self.avatar_worker = WorkerProcess(
                 f"avatar-worker-{self.agent_name}",
-                AVATAR_WORKER_COMMAND,
+                self.command(AVATAR_WORKER_COMMAND),
                 self.env(self.avatar_http_port),
                 self.workdir,
                 REPO_ROOT,
@@ -136,7 +143,11 @@ class Deployment:
             self.avatar_worker.start()
         self.agent_http_port = free_port()
         self.agent = WorkerProcess(
-            f"agent-{self.agent_name}", AGENT_COMMAND, self.env(self.agent_http_port), self.workdir, REPO_ROOT
+            f"agent-{self.agent_name}",
+            self.command(AGENT_COMMAND),
+            self.env(self.agent_http_port),
+            self.workdir,
+            REPO_ROOT,
         )
         self.agent.start()
         for worker in self.workers():

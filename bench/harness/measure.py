@@ -139,3 +139,38 @@ def state_at(states: Sequence[AttributeChange], t: float) -> str | None:
             break
         value = change.value
     return value
+
+
+def beep_runs(onsets: Sequence[float], every_s: float, *, tolerance_s: float = 0.2) -> list[list[float]]:
+    """Beep onsets grouped into the replies they came in: consecutive beeps ``every_s`` (± ``tolerance_s``) apart."""
+    runs: list[list[float]] = []
+    for t in onsets:
+        if runs and abs(t - runs[-1][-1] - every_s) <= tolerance_s:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs
+
+
+def stretch(run: Sequence[float], every_s: float) -> float:
+    """How long a reply took to be heard over how long it is: the heard span of its beeps over their span in the
+    clip (1.0: real time; above: the voice was slowed or had holes; below: squeezed)."""
+    return (run[-1] - run[0]) / (every_s * (len(run) - 1))
+
+
+def largest_hole_ms(times: np.ndarray, pcm: np.ndarray, start: float, end: float) -> float:
+    """The longest stretch between two arrival times with no sound (under ``SILENCE_RMS`` in 5 ms windows, or no
+    samples at all): the reply clips are never silent, so any is a hole in the avatar's voice."""
+    mask = (times >= start) & (times < end)
+    t, x = times[mask], pcm[mask].astype(np.float64) / 32768.0
+    if t.size == 0:
+        return (end - start) * 1000.0
+    win = SAMPLE_RATE // 200
+    n = x.size // win * win
+    quiet = np.sqrt((x[:n].reshape(-1, win) ** 2).mean(axis=1)) < SILENCE_RMS
+    longest = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    gaps = np.diff(t) - 1.0 / SAMPLE_RATE  # samples that never arrived
+    return max(longest * win * 1000.0 / SAMPLE_RATE, float(gaps.max(initial=0.0)) * 1000.0)

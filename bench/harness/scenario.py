@@ -23,6 +23,8 @@ from .client import UserClient, user_token
 from .deployment import Deployment
 
 USER_STATES = {"listening", "both"}
+SPEAKING_STATES = {"speaking", "both"}
+BEEP_EVERY_S, BEEP_S, FIRST_BEEP_S = 0.6, 0.2, 0.4  # signals.reply_clip's beeps
 FPS_WINDOW_S = 10.0
 RECEIVER_SETTLE_S = 4.0
 
@@ -75,6 +77,42 @@ class Conversation:
         start = times[0] + RECEIVER_SETTLE_S if settled and len(times) else -float("inf")
         return [offset for t, offset in pairs if t >= start]
 
+    def reply_runs(self) -> list[list[float]]:
+        """The heard beep onsets of each reply (greeting included) of at least three beeps."""
+        times, pcm = self.client.audio_timeline()
+        runs = measure.beep_runs(measure.audio_beep_onsets(times, pcm), BEEP_EVERY_S)
+        return [run for run in runs if len(run) >= 3]
+
+    def audio_stretches(self) -> list[float]:
+        """Per reply: heard duration / clip duration (from its beeps)."""
+        return [measure.stretch(run, BEEP_EVERY_S) for run in self.reply_runs()]
+
+    def largest_audio_hole_ms(self) -> float:
+        """The longest silence inside any reply, from its first beep to the end of its last."""
+        times, pcm = self.client.audio_timeline()
+        holes = [measure.largest_hole_ms(times, pcm, run[0], run[-1] + BEEP_S) for run in self.reply_runs()]
+        return max(holes, default=0.0)
+
+    def speaking_delays_ms(self) -> list[float]:
+        """Per reply: when ``dystream.state`` turned to speaking minus when the reply began to be heard (its first
+        beep is ``FIRST_BEEP_S`` into the clip)."""
+        delays = []
+        for run in self.reply_runs():
+            heard = run[0] - FIRST_BEEP_S
+            shown = measure.first_state_after(self.client.states(), heard - 0.5, SPEAKING_STATES)
+            if shown is not None:
+                delays.append((shown - heard) * 1000.0)
+        return delays
+
+    def idle_while_speaking(self) -> list[float]:
+        """Times the state showed idle while a reply was being heard (from its first beep to its last)."""
+        return [
+            change.t
+            for run in self.reply_runs()
+            for change in self.client.states()
+            if run[0] < change.t < run[-1] and change.value == "idle"
+        ]
+
     def listening_latencies_ms(self) -> list[float]:
         return [(t.listening_at - t.onset) * 1000.0 for t in self.turns if t.listening_at is not None]
 
@@ -115,6 +153,10 @@ class Conversation:
             "video_fps": round(fps, 2),
             "video_size": [list(s) for s in sizes],
             "max_frame_gap_ms": round(self.max_frame_gap_ms(), 1),
+            "audio_stretch": [round(s, 3) for s in self.audio_stretches()],
+            "largest_audio_hole_ms": round(self.largest_audio_hole_ms(), 1),
+            "speaking_state_delay_ms": [round(d) for d in self.speaking_delays_ms()],
+            "idle_while_speaking": len(self.idle_while_speaking()),
             "av_offset_ms": {"p50": p(offsets, 50), "p95": p(offsets, 95), "n": len(offsets)},
             "av_offset_settled_ms": {"p50": p(settled, 50), "p95": p(settled, 95), "max": p(settled, 100)},
             "av_offset_signed_ms": {"p50": p(self.av_offsets_ms(), 50), "note": "video minus audio; < 0: video early"},

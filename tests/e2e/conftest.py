@@ -18,7 +18,14 @@ from bench.harness.server import LiveKitServer, ServerBuildError, server_binary
 from config.settings import get_settings
 
 # the order the files run in: the server restart disturbs every deployment, the secret scan reads every log
-FILE_ORDER = ["test_conversation.py", "test_rejoin.py", "test_soak.py", "test_server_restart.py", "test_secrets.py"]
+FILE_ORDER = [
+    "test_conversation.py",
+    "test_held_engine.py",
+    "test_rejoin.py",
+    "test_soak.py",
+    "test_server_restart.py",
+    "test_secrets.py",
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -48,6 +48,15 @@ def test_audio_carries_the_agents_speech_in_sync_with_the_video(conversations, m
     assert abs(worst) <= 40.0, f"{mode}: A/V offsets {[round(o) for o in offsets]} ms (video minus audio, in order)"
 
 
+def test_the_agents_voice_is_heard_in_real_time_without_holes(conversations, mode: str) -> None:
+    conversation = conversations(mode)
+    stretches = conversation.audio_stretches()
+    assert len(stretches) >= 3, f"{mode}: {len(stretches)} replies heard (greeting, reply, answer)"
+    assert all(abs(s - 1.0) <= 0.05 for s in stretches), f"{mode}: heard/true duration {stretches}"
+    hole = conversation.largest_audio_hole_ms()
+    assert hole <= 20.0, f"{mode}: a {hole:.0f} ms hole in the agent's voice"
+
+
 def test_state_follows_who_is_talking(conversations, mode: str) -> None:
     conversation = conversations(mode)
     latencies = conversation.listening_latencies_ms()
@@ -61,6 +70,10 @@ def test_state_follows_who_is_talking(conversations, mode: str) -> None:
     assert answer_beeps, f"{mode}: the answer after the barge-in was not heard"
     shown = [measure.state_at(states, t) for t in answer_beeps[1:]]
     assert all(s in {"speaking", "both"} for s in shown), f"{mode}: states while the agent talks: {shown}"
+    # speaking as the replies are heard (greeting included), and never idle in the middle of one
+    delays = conversation.speaking_delays_ms()
+    assert delays and all(abs(d) <= 200.0 for d in delays), f"{mode}: speaking shown {delays} ms from the audio"
+    assert not conversation.idle_while_speaking(), f"{mode}: idle while a reply played"
 
 
 def test_barge_in_stops_the_avatar_and_reports_the_interruption(conversations, mode: str) -> None:

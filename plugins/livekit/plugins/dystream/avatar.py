@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from livekit.agents import AgentSession
     from PIL import Image
 
+    from avatar.models import AvatarModels
+
 PortraitInput: TypeAlias = "str | os.PathLike[str] | np.ndarray | Image.Image"
 Mode = Literal["in-process", "remote"]
 
@@ -88,14 +90,18 @@ def configure(
     )
 
 
-async def build_engine(portrait: PortraitInput | None, settings: Settings) -> tuple[Any, tuple[int, int]]:
-    """An ``AvatarStream`` for ``portrait`` with the process's models, and its video size (width, height)."""
+async def build_engine(
+    portrait: PortraitInput | None, settings: Settings, *, models: AvatarModels | None = None
+) -> tuple[Any, tuple[int, int]]:
+    """An ``AvatarStream`` for ``portrait`` with ``models`` (default: the process's cached ones, ``load_models``),
+    and its video size (width, height)."""
     from avatar.stream import AvatarStream
 
     avatar = settings.avatar
-    models = await asyncio.to_thread(
-        load_models, settings.model, random_weights=avatar.random_weights, size=avatar.size
-    )
+    if models is None:
+        models = await asyncio.to_thread(
+            load_models, settings.model, random_weights=avatar.random_weights, size=avatar.size
+        )
     state = await asyncio.to_thread(prepare_portrait, portrait, models, settings)
     engine = AvatarStream(
         models.motion,
@@ -137,6 +143,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         avatar_identity: str | None = None,
         avatar_agent_name: str | None = None,
         settings: Settings | None = None,
+        models: AvatarModels | None = None,
         livekit_url: str | None = None,
         livekit_api_key: str | None = None,
         livekit_api_secret: str | None = None,
@@ -162,6 +169,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
                 "in remote mode the portrait must be a file path the avatar worker can read "
                 f"(got {type(self._portrait).__name__}); save the image and pass its path"
             )
+        self._models = models  # in-process: these networks instead of the process's cached ones
         self._credentials = (livekit_url, livekit_api_key, livekit_api_secret)
         self._pipeline: AvatarPipeline | None = None
         self._audio_output: QueueAudioOutput | DataStreamAudioOutput | None = None
@@ -204,7 +212,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         agent_session.output.replace_audio_tail(self._audio_output)
 
     async def _start_in_process(self, agent_session: AgentSession, room: rtc.Room) -> None:
-        engine, size = await build_engine(self._portrait, self._settings)
+        engine, size = await build_engine(self._portrait, self._settings, models=self._models)
         audio = QueueAudioOutput(sample_rate=SAMPLE_RATE, wait_playback_start=True)
         self._pipeline = await AvatarPipeline.start(
             room,

@@ -10,8 +10,8 @@ What ``DyStreamRunner`` gets from ``async for item in generator``, audio first:
   that tick's slot, or drops it when it comes too late);
 - ``AudioSegmentEnd`` right after the last tick of each segment that played to its end.
 
-The speaking state (``dystream.state``) follows the audio ticks, so it matches what is heard whatever the pictures
-do.
+The speaking state (``dystream.state``) follows the audio ticks: the agent speaks while a reply's ticks play (with
+the state's hysteresis), so it matches what is heard whatever the pictures do, pauses inside a reply included.
 
 Exactly one ``playback_finished`` per segment. The runner keeps a single "audio playing" flag: it is set when it
 reads a segment's first audio frame from the receiver and cleared when our ``AudioSegmentEnd`` comes out (finished)
@@ -74,6 +74,7 @@ class TickVideo:
     index: int
     frame: rtc.VideoFrame
     rung: str  # the quality rung it was made at
+    render_every: int = 1  # the rung renders every n-th tick: this picture stands for ticks index … index + n - 1
 
 
 Item = TickAudio | TickVideo | AudioSegmentEnd
@@ -136,10 +137,6 @@ class DyStreamVideoGenerator(VideoGenerator):
         if vad.gate_self:
             hysteresis = SpeechHysteresis(vad.start_ms, vad.stop_ms)
             self._self_gate = SpeechGate(create_vad(vad), hysteresis.update, gate=True)
-        # play side: the agent's speaking state, from the audio as it is shown
-        self._self_vad: SpeechGate | None = None
-        if state is not None:
-            self._self_vad = SpeechGate(create_vad(vad), lambda s, ms: state.update("self", s, ms), gate=False)
         self._stats_every = max(1, round(fps))  # engine queue depths are read once a second
         self._rung: str | None = None
         self._engine_depths: dict[str, float] = {}
@@ -221,8 +218,6 @@ class DyStreamVideoGenerator(VideoGenerator):
             self._self_gate.reset()
         self._release_end_waiters()
         if self._state is not None:
-            if self._self_vad is not None:
-                self._self_vad.reset()
             self._state.end("self")
         if self._av_sync is not None:
             await self._av_sync.clear_queue()
@@ -275,7 +270,8 @@ class DyStreamVideoGenerator(VideoGenerator):
         if tick.segment_end and segment is not None and segment > self._cleared_upto:
             self._pending.append(SegmentEnd(segment))
             self._started_segments.discard(segment)
-        self._observe_state(tick, shows_speech)
+        if self._state is not None:  # speaking while a reply plays, tick by tick (with the state's hysteresis)
+            self._state.update("self", shows_speech, self._frame_ms)
 
     def _on_picture(self, frame: StreamFrame) -> None:
         handed_at = time.perf_counter()
@@ -283,20 +279,12 @@ class DyStreamVideoGenerator(VideoGenerator):
         height, width = rgb.shape[:2]
         data = memoryview(np.ascontiguousarray(rgb).reshape(-1))
         video = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGB24, data)
-        self._pending.append(TickVideo(frame.index, video, frame.rung))
+        self._pending.append(TickVideo(frame.index, video, frame.rung, frame.render_every))
         if frame.rung != self._rung:
             if self._rung is not None:
                 logger.info("avatar quality rung changed", rung=frame.rung, previous=self._rung, tick=frame.index)
             self._rung = frame.rung
         self._record(frame, handed_at)
-
-    def _observe_state(self, tick: AudioTick, shows_speech: bool) -> None:
-        if self._self_vad is None or self._state is None:
-            return
-        if shows_speech:
-            self._self_vad.push(tick.audio)
-        else:
-            self._state.update("self", False, self._frame_ms)
 
     def _record(self, frame: StreamFrame, handed_at: float) -> None:
         if self._metrics is None:

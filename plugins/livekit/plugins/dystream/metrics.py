@@ -105,6 +105,7 @@ class MetricsRecorder:
         self._playback: deque[float] = deque(maxlen=200)
         self._flush: deque[float] = deque(maxlen=200)
         self._video = {"slots": 0, "shown": 0, "repeated": 0, "dropped": 0}
+        self._video_since: float | None = None  # the first slot
         self._rung_frames: dict[str, int] = {}
         self._rung = "full"
         self._last_summary = time.perf_counter()
@@ -134,6 +135,8 @@ class MetricsRecorder:
     def on_video_slot(self, *, shown: int, repeated: int, dropped: int) -> None:
         """One video slot of the published track: its own picture (``shown``) or the last one again; ``dropped``
         pictures came too late."""
+        if self._video_since is None:
+            self._video_since = time.perf_counter()
         self._video["slots"] += 1
         self._video["shown"] += shown
         self._video["repeated"] += repeated
@@ -148,7 +151,9 @@ class MetricsRecorder:
         self._flush.append(flush_ms)
 
     def summary(self, *, final: bool = False) -> SessionMetrics:
-        duration = time.perf_counter() - self.started_at
+        now = time.perf_counter()
+        duration = now - self.started_at
+        video_s = now - self._video_since if self._video_since is not None else 0.0
         return SessionMetrics(
             timestamp=time.time(),
             duration_s=round(duration, 3),
@@ -156,8 +161,8 @@ class MetricsRecorder:
             fps=round(self.frames / duration, 3) if duration > 0 else 0.0,
             video={
                 **self._video,
-                "slot_fps": round(self._video["slots"] / duration, 3) if duration > 0 else 0.0,
-                "unique_fps": round(self._video["shown"] / duration, 3) if duration > 0 else 0.0,
+                "slot_fps": round(self._video["slots"] / video_s, 3) if video_s > 0 else 0.0,
+                "unique_fps": round(self._video["shown"] / video_s, 3) if video_s > 0 else 0.0,
             },
             rung=self._rung,
             rung_frames=dict(self._rung_frames),

@@ -1,6 +1,7 @@
-"""Who is talking: the avatar's conversation state, idle / listening / speaking / both, from VAD with hysteresis.
+"""Who is talking: the avatar's conversation state, idle / listening / speaking / both, with hysteresis.
 
-Each stream (``self``: the agent's voice as it plays; ``other``: the user's microphone) has its own hysteresis:
+Each stream (``self``: the agent's reply, on while its audio ticks play; ``other``: the user's microphone, from VAD)
+has its own hysteresis:
 speech must last ``settings.vad.start_ms`` to switch the stream on, silence must last ``settings.vad.stop_ms`` to
 switch it off. Time is audio time (the durations of the windows reported), so the machine behaves the same on a
 file as live. The combined state is

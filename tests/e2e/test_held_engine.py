@@ -1,0 +1,71 @@
+"""A conversation with the engine held to half real time: each rendered picture takes at least 60 ms (a slow
+renderer injected through the plugin's API: ``AvatarSession(models=...)``), so with the motion step a frame costs
+about twice the 40 ms budget. The voice must not notice; the video keeps its rate by repeating pictures, stays in sync
+with the voice, and the engine reports the quality rung it stepped down to."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bench.harness.deployment import Deployment
+from bench.harness.scenario import converse
+
+HELD_RENDER_S = 0.06
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def held_conversation(livekit_server, clips, samples_dir, e2e_dir):
+    deployment = Deployment(
+        livekit_server, "in-process", e2e_dir / "held", samples_dir, clips, held_render_s=HELD_RENDER_S
+    )
+    deployment.workdir.mkdir(parents=True, exist_ok=True)
+    deployment.start()
+    try:
+        conversation = asyncio.run(converse(deployment, turns=1, bargeins=1))
+    finally:
+        deployment.stop()
+    return conversation, deployment.logs()
+
+
+def _session_metrics(logs: dict[str, str]) -> list[dict]:
+    records = []
+    for text in logs.values():
+        for line in text.splitlines():
+            if '"avatar session metrics"' in line:
+                records.append(json.loads(line))
+    return records
+
+
+def test_the_voice_keeps_real_time_when_the_engine_runs_at_half_speed(held_conversation) -> None:
+    conversation, _ = held_conversation
+    stretches = conversation.audio_stretches()
+    assert len(stretches) >= 3, f"{len(stretches)} replies heard"
+    assert all(abs(s - 1.0) <= 0.05 for s in stretches), f"heard/true duration {stretches}"
+    hole = conversation.largest_audio_hole_ms()
+    assert hole <= 20.0, f"a {hole:.0f} ms hole in the agent's voice"
+
+
+def test_the_video_keeps_its_rate_and_its_sync_at_half_speed(held_conversation) -> None:
+    conversation, _ = held_conversation
+    fps, gap = conversation.video_fps()
+    assert 24.0 <= fps <= 26.0, f"{fps:.2f} fps received (largest gap {gap:.0f} ms)"
+    settled = conversation.av_offsets_ms(settled=True)
+    assert len(settled) >= 8, f"only {len(settled)} beep/flash pairs"
+    worst = max(settled, key=abs)
+    assert abs(worst) <= 40.0, f"A/V offsets {[round(o) for o in settled]} ms"
+
+
+def test_the_metrics_show_the_step_down_the_quality_ladder(held_conversation) -> None:
+    _, logs = held_conversation
+    assert any('"quality rung changed"' in text for text in logs.values()), "no rung change was logged"
+    final = [m for m in _session_metrics(logs) if m.get("final")]
+    assert final, "no final session metrics"
+    metrics = final[-1]
+    assert metrics["rung"] != "full" and len(metrics["rung_frames"]) >= 2, metrics["rung_frames"]
+    video = metrics["video"]
+    assert video["repeated"] > 0.3 * video["slots"], video  # the rung renders every other tick or fewer
+    assert 24.0 <= video["slot_fps"] <= 26.0, video

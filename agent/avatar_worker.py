@@ -3,7 +3,8 @@ dispatch into their rooms to render their avatar.
 
 GPU servers scale out by running more of these: LiveKit's agent dispatch sends each job to an available worker,
 balancing by the load each one reports (``dystream.avatar_worker_load``: active avatars over
-``settings.avatar.max_sessions_per_worker``). Each job process loads the models once (prewarm); the job itself is the
+``settings.avatar.max_sessions_per_worker``, by default the avatars its device holds at the quality ladder's floor
+rung, measured at start). Each job process loads the models once (prewarm); the job itself is the
 plugin's :func:`livekit.plugins.dystream.run_avatar_job`, accepted under the identity the agent asked for.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.plugins import dystream
 from livekit.plugins.dystream.avatar import build_engine
+from livekit.plugins.dystream.capacity import calibrate_sessions
 
 from agent.worker import log_through_worker, server_options
 from config.log import get_logger
@@ -38,8 +40,11 @@ async def entrypoint(ctx: JobContext) -> None:
 def build_avatar_server(
     settings: Settings, *, http_port: int | None = None, setup_fnc: Callable[[JobProcess], Any] = prewarm
 ) -> AgentServer:
+    limit = settings.avatar.max_sessions_per_worker or calibrate_sessions(settings)
     server = AgentServer(
-        setup_fnc=setup_fnc, load_fnc=dystream.avatar_worker_load, **server_options(settings, http_port=http_port)
+        setup_fnc=setup_fnc,
+        load_fnc=partial(dystream.avatar_worker_load, limit=limit),
+        **server_options(settings, http_port=http_port),
     )
     server.rtc_session(entrypoint, agent_name=settings.avatar.avatar_agent_name, on_request=dystream.accept_avatar_job)
     return server

@@ -22,6 +22,7 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, inference
 from livekit.plugins import dystream  # imported here so the worker's forkserver preloads it (and torch)
+from livekit.plugins.dystream.capacity import calibrate_sessions
 
 from agent import pipeline
 from agent.errors import UserError
@@ -101,7 +102,8 @@ def jobs_load(max_jobs: int) -> Callable[[AgentServer], float]:
     """A worker load that reaches "full" (0.7 for LiveKit) at ``max_jobs`` running jobs.
 
     LiveKit sends a job only to workers below 0.7 and prefers the least loaded one, so a worker then runs at most
-    ``max_jobs`` conversations whatever the CPU does (the default load is the machine's CPU use).
+    ``max_jobs`` conversations whatever the CPU does. In-process, ``max_jobs`` defaults to the avatars the machine
+    holds at the quality ladder's floor rung, measured at start (``calibrate_sessions``).
     """
 
     def load(server: AgentServer) -> float:
@@ -116,7 +118,10 @@ def build_server(
     """The agent worker; explicit dispatch when ``settings.agent.agent_name`` is set. ``setup_fnc``: the job
     processes' prewarm (``prewarm``, or one that builds on it)."""
     pipeline.check_settings(settings.agent)
-    load_fnc = jobs_load(settings.agent.max_jobs) if settings.agent.max_jobs else None
+    max_jobs = settings.agent.max_jobs
+    if max_jobs is None and settings.avatar.mode == "in-process":
+        max_jobs = calibrate_sessions(settings)  # the avatars this machine holds at the quality floor
+    load_fnc = jobs_load(max_jobs) if max_jobs else None
     server = AgentServer(setup_fnc=setup_fnc, load_fnc=load_fnc, **server_options(settings, http_port=http_port))
     server.rtc_session(entrypoint, agent_name=settings.agent.agent_name)
     return server

@@ -385,6 +385,19 @@ async def realtime(
     }
 
 
+async def sessions(
+    models: Models, audio: tuple[np.ndarray, np.ndarray], seconds: float, threads: int, count: int
+) -> dict[str, Any]:
+    """``count`` conversations at once in one process (each its own engine on the shared cores): each one's voice,
+    published video and rungs."""
+    runs = await asyncio.gather(*(realtime(models, audio, seconds, threads) for _ in range(count)))
+    keys = ("tick_fps", "unique_fps", "voice", "rungs_used", "rung_changes")
+    return {
+        "count": count,
+        "each": [{key: run[key] for key in keys} | {"av_offset_ms": run["published"]["av_offset_ms"]} for run in runs],
+    }
+
+
 def _voice(ticks: list[AudioTick], reply_samples: int) -> dict[str, Any]:
     """The agent's replies as the clock handed them out: heard duration / true duration, and the largest hole."""
     stretches, holes = [], []
@@ -512,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the held run: least seconds a picture takes (0.06: with "
         "the motion step, a frame costs about twice the 40 ms budget)",
     )
+    parser.add_argument("--sessions", type=int, default=3, help="conversations run at once in the sessions run")
     parser.add_argument("--ladder-frames", type=int, default=150, help="frames of each quality rung (tiny)")
     args = parser.parse_args(argv)
 
@@ -535,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "slot, repeated slots, dropped pictures; av_offset_ms: the shown picture's tick (centred on the ticks it "
         "stands for) behind the tick being heard, p50 and p95 of the absolute value",
         "held": "the same real-time run with each picture held to at least --held-render-s",
+        "sessions": "--sessions real-time runs at once in one process, half as long (several calls on one machine)",
         "ladder": "each rung on the first --ladder-frames of the dyadic sample, not paced: motion and render ms per "
         "tick, cost_vs_full (the busier thread's ms per tick over full quality's), deviation of the shown latents "
         "from full quality with the same noise",
@@ -550,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         result["tiny"].update(asyncio.run(realtime(tiny, audio, args.seconds, args.tiny_threads)))
         held = asyncio.run(realtime(tiny, audio, args.seconds, args.tiny_threads, render_s=args.held_render_s))
         result["tiny"]["held"] = held
+        together = asyncio.run(sessions(tiny, audio, args.seconds / 2, args.tiny_threads, args.sessions))
+        result["tiny"]["sessions"] = together
         threads = torch.get_num_threads()
         torch.set_num_threads(args.tiny_threads)
         result["tiny"]["per_frame_ms"] = _stage_stats(step_timings(tiny, audio, args.tiny_frames))

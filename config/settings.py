@@ -131,8 +131,11 @@ class AvatarSettings(BaseModel):
         description="audio kept queued for sending: a frame the engine delivers this much late still plays smoothly",
     )
     metrics_interval_s: float = Field(10.0, gt=0, description="how often the session metrics summary is logged")
-    max_sessions_per_worker: int = Field(
-        1, ge=1, description="avatar sessions one remote avatar worker runs at once (its load is active / this)"
+    max_sessions_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="avatar sessions one remote avatar worker runs at once (its load is active / this); "
+        "None: as many as its device holds at the quality floor, measured at start",
     )
 
 
@@ -155,7 +158,10 @@ class AgentSettings(BaseModel):
     )
     initialize_timeout_s: float = Field(180.0, gt=0, description="time a job process has to load the model")
     max_jobs: int | None = Field(
-        None, ge=1, description="conversations per agent worker; its load is then active/max_jobs (default: CPU load)"
+        None,
+        ge=1,
+        description="conversations per agent worker; its load is then active/max_jobs (default in-process: the "
+        "avatars the machine holds at the quality floor, measured at start; remote: CPU load)",
     )
 
 

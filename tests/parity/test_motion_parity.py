@@ -66,14 +66,21 @@ def test_state_dict_equals_manifest_of_the_golden_checkpoint(parity_dir: Path, m
     assert sum(p.numel() for p in motion_model.parameters()) == info["n_parameter_elements"]
 
 
+# The sinusoidal tables reach angles of up to 1023 rad, where one float32 step of the angle is 6.1e-5: torch's
+# vectorised exp differs by one step between CPUs (AVX2 and AVX-512 kernels), and the sine by up to that much
+# (measured 3.05e-5 on an AVX-512 machine, < 2e-5 on an AVX2 one). The checkpoint's own buffers are what the model
+# loads and runs with; this checks that ours are the same function, not trained values.
+ANALYTIC_ATOL = 6.2e-5
+
+
 def test_checkpoint_format_and_buffers_are_analytic(parity_dir: Path, motion_config: MotionConfig) -> None:
     ckpt = read_weights(parity_dir / "motion_ckpt.ckpt")
     assert len(ckpt["ema_state"]["shadow_params"]) == sum(1 for k in ckpt["state_dict"] if not _is_buffer(k))
     fresh = random_motion_generator(motion_config, seed=0).state_dict()
     for key, value in ckpt["state_dict"].items():
         name = key.removeprefix("model.")
-        if _is_buffer(name):  # our analytic buffers equal the stored ones
-            torch.testing.assert_close(fresh[name], value, atol=2e-5, rtol=0, msg=name)
+        if _is_buffer(name):  # our analytic buffers equal the stored ones, up to the CPU's float32 math
+            torch.testing.assert_close(fresh[name], value, atol=ANALYTIC_ATOL, rtol=0, msg=name)
 
 
 def _is_buffer(key: str) -> bool:

@@ -137,6 +137,7 @@ def test_worker_load_counts_active_sessions(monkeypatch) -> None:
     assert avatar_worker_load(SimpleNamespace(active_jobs=[])) == 0.0
     assert avatar_worker_load(SimpleNamespace(active_jobs=[object()])) == 0.5
     assert avatar_worker_load(SimpleNamespace(active_jobs=[object()] * 3)) == 1.0
+    assert avatar_worker_load(SimpleNamespace(active_jobs=[object()] * 3), limit=4) == 0.75  # measured capacity
 
 
 async def wait_until(condition, timeout: float = 8.0) -> None:

@@ -171,3 +171,29 @@ def test_no_guidance_runs_the_all_branch_alone(motion) -> None:
     # same steps and noise, the x0 of the `all` branch instead of the guided combination: close, not equal
     assert not torch.equal(full, cheap)
     assert torch.nn.functional.cosine_similarity(full, cheap, dim=0) > 0.5
+
+
+def test_capacity_is_what_the_device_holds_at_the_floor_rung() -> None:
+    from avatar.stream_capacity import TickCost, capacity
+
+    cost = TickCost(motion_ms=6.0, render_ms=4.0)  # 10 ms of work a tick
+    assert capacity(cost, torch.device("cpu"), cores=2) == 6  # 0.8 x 40 ms x 2 cores / 10 ms
+    assert capacity(cost, torch.device("cuda")) == 3  # one device shared in time
+    assert capacity(TickCost(500.0, 2000.0), torch.device("cpu"), cores=2) == 1  # never less than one
+
+
+def test_a_tiny_model_is_measured_cheaper_at_the_floor_than_at_full_quality() -> None:
+    from avatar.renderer import RendererConfig, random_renderer
+    from avatar.stream_capacity import measure_tick_cost
+
+    motion = random_motion_generator(MotionConfig.tiny(), seed=0)
+    renderer = random_renderer(RendererConfig.tiny(), seed=0)
+    with torch.inference_mode():
+        m0, f_app = renderer.encode_portrait(torch.zeros(1, 3, 128, 128))
+    costs = {}
+    for name in ("full", "third"):
+        core = StreamCore(motion, renderer, m0, f_app, seed=0, left_context_ms=400)
+        costs[name] = measure_tick_cost(core, RUNGS[rung_index(name)], ticks=12)
+    # the floor renders a third of the ticks and samples a quarter of the batch in fewer steps: far cheaper
+    assert costs["third"].render_ms < 0.6 * costs["full"].render_ms
+    assert costs["third"].motion_ms < costs["full"].motion_ms

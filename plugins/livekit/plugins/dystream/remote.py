@@ -130,9 +130,10 @@ async def accept_avatar_job(request: JobRequest) -> None:
     )
 
 
-def avatar_worker_load(server: AgentServer | None = None) -> float:
-    """The worker's load for LiveKit's balancing: active avatar sessions over the sessions it may run."""
-    limit = get_settings().avatar.max_sessions_per_worker
+def avatar_worker_load(server: AgentServer | None = None, *, limit: int | None = None) -> float:
+    """The worker's load for LiveKit's balancing: active avatar sessions over the sessions it may run (``limit``,
+    default ``avatar.max_sessions_per_worker``)."""
+    limit = limit or get_settings().avatar.max_sessions_per_worker or 1
     active = len(server.active_jobs) if server is not None else _active_sessions
     return min(1.0, active / limit)
 

@@ -15,7 +15,8 @@ picture. The tick then goes to the motion thread, which always works on the newe
 enters the model's window, but when it is behind it generates a latent only for the newest and interpolates the
 ones in between. The render thread always renders the newest latent. A picture that comes too late for its tick is
 dropped by the publisher, which repeats the last one. ``QualityGovernor`` (``avatar.stream_ladder``) moves the
-engine down the quality ladder when a thread cannot keep up and back up with hysteresis.
+engine down the quality ladder when a thread cannot keep up and back up with hysteresis. The two model threads run
+at a lower CPU priority (``stream.worker_nice``) than the event loop and LiveKit's media threads.
 
 ``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -364,6 +366,7 @@ class AvatarStream:
 
     def _run_motion(self) -> None:
         torch.set_grad_enabled(False)
+        _lower_priority(self.settings.worker_nice)
         last_generated = last_rendered = -(10**9)
         try:
             while (batch := self._inbox.take_all()) is not None:
@@ -395,6 +398,7 @@ class AvatarStream:
 
     def _run_render(self) -> None:
         torch.set_grad_enabled(False)
+        _lower_priority(self.settings.worker_nice)
         last_summary = time.perf_counter()
         while (items := self._mailbox.take_all()) is not None:
             tick, latent, rung, timings = items[-1]
@@ -471,6 +475,17 @@ class AvatarStream:
     @property
     def rung(self) -> Rung:
         return self.governor.rung
+
+
+def _lower_priority(nice: int) -> None:
+    """Run the calling thread ``nice`` steps below the process (Linux: a thread's nice value is its own). The audio
+    and the publishing run on the event loop and LiveKit's threads: when the CPU is short, they come first and the
+    model takes what is left, which the quality ladder adapts to."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
 
 
 def _tensor(value: Any) -> torch.Tensor:

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import priority
 from bench.harness.deployment import Deployment, make_clips
 from bench.harness.scenario import converse
 from bench.harness.server import LiveKitServer
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    priority.favour_this_process()  # the measuring client: on its own machine in a deployment
     with tempfile.TemporaryDirectory(prefix="dystream-e2e-") as workdir:
         result = run(args.modes, args.turns, args.bargeins, Path(workdir), args.held_render_s or None)
     print(json.dumps(result, indent=2))

@@ -88,6 +88,13 @@ class StreamSettings(BaseModel):
     floor_rung: RungName = Field("third", description="lowest quality rung adaptation may use (README: the ladder)")
     pinned_rung: RungName | None = Field(None, description="run at this rung always (adaptation off)")
     cuda_graphs: bool = Field(True, description="replay the transformer and flow-head steps from CUDA graphs on a GPU")
+    worker_nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="the engine's model threads run this much below the process's priority (Linux nice): on a busy "
+        "CPU the voice, the event loop and LiveKit's media threads come first, the quality ladder absorbs the rest",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads, set process-wide when the engine starts (None: torch's)"
     )

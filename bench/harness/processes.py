@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from . import priority
+
 # The commands the images run (docker/Dockerfile.*, docker/compose.yaml); tests/unit/test_docker.py checks they agree.
 AGENT_COMMAND = ("python", "-m", "agent", "start")
 AVATAR_WORKER_COMMAND = ("python", "-m", "agent", "avatar-worker")
@@ -40,7 +42,13 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
         self._proc = subprocess.Popen(
-            self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=priority.normal,
         )
         log.close()
 

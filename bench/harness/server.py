@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from . import priority
 from .processes import terminate
 
 SERVER_MODULE = "github.com/livekit/livekit-server/cmd/server"
@@ -119,7 +120,10 @@ class LiveKitServer:
         config_path.chmod(0o600)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
         self._proc = subprocess.Popen(
-            [str(self.binary), "--config", str(config_path)], stdout=log, stderr=subprocess.STDOUT
+            [str(self.binary), "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=priority.favoured,  # on another machine in a deployment (bench/harness/priority.py)
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import priority
 from bench.harness.deployment import Deployment, make_clips
 from bench.harness.scenario import Conversation, converse
 from bench.harness.server import LiveKitServer, ServerBuildError, server_binary
@@ -45,6 +46,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def measuring_client_priority() -> None:
+    """The user's client (this process) runs on its own machine in a deployment: here it gets priority over the
+    workers, so a busy machine delays what the workers send, not how this process reads it (harness/priority.py)."""
+    priority.favour_this_process()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ busy 2-core machine. ``python -m bench.stream`` measures the tiny configuration 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -253,3 +255,17 @@ async def test_a_renderer_far_slower_than_the_clock_never_slows_the_voice(models
     assert [p.index for p in pictures] == sorted({p.index for p in pictures})  # always the newest, never behind
     assert stats["rung_changes"] >= 1 and stats["rung"] != "full"
     assert pictures[-1].rung == stats["rung"]
+
+
+async def test_the_model_threads_run_below_the_event_loops_priority(models) -> None:
+    stream = _engine(models, worker_nice=7)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    await stream.start()
+    try:
+        await _take(stream, 2)
+        workers = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("dystream-")}
+        nice = {name: os.getpriority(os.PRIO_PROCESS, tid) for name, tid in workers.items()}
+    finally:
+        await stream.aclose()
+    assert nice == {"dystream-motion": base + 7, "dystream-render": base + 7}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop's own is untouched

@@ -110,8 +110,9 @@ class LiveKitServer:
             },
             "keys": {self.api_key: self.api_secret},
             "logging": {"level": "info"},
-            # a room closes (and its agent job ends) 3 s after the last user left
-            "room": {"empty_timeout": 10, "departure_timeout": 3},
+            # a room closes (and its agent job ends) 3 s after the last user left; a participant's tracks keep their
+            # media stream at the receivers, which lip-sync the avatar's audio and video (sync_streams)
+            "room": {"empty_timeout": 10, "departure_timeout": 3, "sync_streams": True},
         }
 
     def start(self, timeout: float = 30.0) -> None:

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess, inference
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, inference
 from livekit.plugins import dystream  # imported here so the worker's forkserver preloads it (and torch)
 from livekit.plugins.dystream.capacity import calibrate_sessions
 
@@ -57,7 +57,8 @@ def prewarm(proc: JobProcess) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     settings = get_settings()
-    await ctx.connect()
+    # the agent listens; it never needs the pictures (the remote avatar's video would be decoded for nothing)
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     events = EventLog(settings.agent.events_file, room=ctx.room.name)
     vad = ctx.proc.userdata.get("vad") or inference.VAD(model="silero")
     session = pipeline.build_session(settings.agent, vad=vad)

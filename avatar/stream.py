@@ -135,7 +135,8 @@ class _Mailbox(_Inbox):
         super().__init__()
         self.replaced = 0
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any) -> bool:  # type: ignore[override]
+        """Leave ``item`` for the render thread; True when it replaced one that was never rendered."""
         with self._ready:
             replaced = bool(self._items)
             self._items.clear()
@@ -143,6 +144,7 @@ class _Mailbox(_Inbox):
             self._ready.notify()
         if replaced:
             self.replaced += 1
+        return replaced
 
 
 class AvatarStream:
@@ -373,6 +375,7 @@ class AvatarStream:
                 started = time.perf_counter()
                 rung = self.governor.update()
                 newest = len(batch) - 1
+                generated = 0
                 for i, (tick, self_tick, other_tick) in enumerate(batch):
                     timer = StageTimer(self.core.device)
                     # when behind, only the last ticks' audio is encoded; older ones repeat the previous token
@@ -387,10 +390,14 @@ class AvatarStream:
                     latent = self.core.generate(rung, timer)
                     last_generated = tick.index
                     self._generated += 1
+                    generated += 1
                     if tick.index - last_rendered >= rung.render_every:
                         last_rendered = tick.index
-                        self._mailbox.put((tick, latent, rung, timer.done()))
-                self.governor.report("motion", time.perf_counter() - started)
+                        replaced = self._mailbox.put((tick, latent, rung, timer.done()))
+                        self.governor.report("render", 0.0, due=1, missed=int(replaced))
+                due = len(batch) / rung.motion_every  # the latents this rung generates for these ticks
+                busy = time.perf_counter() - started
+                self.governor.report("motion", busy, due=due, missed=max(0.0, due - generated))
         except Exception as exc:
             log.exception("stream motion worker failed")
             self._hand_over(exc)

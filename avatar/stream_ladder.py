@@ -12,12 +12,14 @@ with classifier-free guidance → renderer):
 - ``render_every``: every n-th frame is rendered; the publisher repeats the last picture in between.
 
 The ladder goes from full quality (rung 0) down; ``QualityGovernor`` moves along it from measured busy time: each
-engine thread (motion, render) reports how long it worked; over a window of about half a second, a thread busy more
-than ``HIGH_LOAD`` of the wall time cannot keep up, and the engine steps one rung down (after ``DOWN_HOLD_S`` since
-the last change), to the first rung that lightens the busiest thread (a slow renderer gains nothing from fewer
-sampler steps); a load under ``LOW_LOAD`` for ``up_hold_s`` steps one rung up. A step up that has to be undone
-within ``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge does not
-oscillate. Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
+engine thread (motion, render) reports how long it worked and how much of its due work it missed (ticks the motion
+thread had no time to generate, latents the render thread had no time to render); over a window of about half a
+second, a thread that missed more than ``MISS_LIMIT`` of its work, or was busy more than ``SATURATED`` of the wall
+time, cannot keep up, and the engine steps down (after ``DOWN_HOLD_S`` since the last change) to the first rung that
+lightens that thread (a slow renderer gains nothing from fewer sampler steps). A busy thread that still keeps up
+keeps its rung. A load under ``LOW_LOAD`` with nothing missed for ``up_hold_s`` steps one rung up. A step up that has
+to be undone within ``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge
+does not oscillate. Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from config.log import get_logger
 
 log = get_logger(__name__)
 
-HIGH_LOAD = 0.9
+MISS_LIMIT = 0.1
+SATURATED = 0.98
 LOW_LOAD = 0.55
 WINDOW_S = 0.5
 DOWN_HOLD_S = 0.5
@@ -104,6 +107,8 @@ class QualityGovernor:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._busy_s = {"motion": 0.0, "render": 0.0}  # per thread, over the current window
+        self._due = {"motion": 0.0, "render": 0.0}
+        self._missed = {"motion": 0.0, "render": 0.0}
         self._window_start = now()
         self._last_change = -1e9
         self._last_up = -1e9
@@ -116,10 +121,13 @@ class QualityGovernor:
     def rung(self) -> Rung:
         return self.rungs[self.index]
 
-    def report(self, thread: str, busy_s: float) -> None:
-        """``thread`` ("motion" or "render") worked ``busy_s`` seconds."""
+    def report(self, thread: str, busy_s: float, *, due: float = 0.0, missed: float = 0.0) -> None:
+        """``thread`` ("motion" or "render") worked ``busy_s`` seconds, had ``due`` pieces of work and missed
+        ``missed`` of them."""
         with self._lock:
             self._busy_s[thread] += busy_s
+            self._due[thread] += due
+            self._missed[thread] += missed
 
     def update(self) -> Rung:
         """Close the window when it is due; step down or up from its loads. Returns the rung to use now."""
@@ -129,20 +137,21 @@ class QualityGovernor:
             return self.rung
         with self._lock:
             load = {name: busy / elapsed for name, busy in self._busy_s.items()}
-            self._busy_s = dict.fromkeys(self._busy_s, 0.0)
+            misses = {name: self._missed[name] / max(self._due[name], 1.0) for name in self._due}
+            self._busy_s, self._due, self._missed = ({name: 0.0 for name in load} for _ in range(3))
         self._window_start = now
         self.last_load = load
         if not self.adaptive:
             return self.rung
-        worst = max(load.values())
-        if worst > HIGH_LOAD:
+        behind = [name for name in load if misses[name] > MISS_LIMIT or load[name] > SATURATED]
+        if behind:
             self._calm_since = None
-            target = self._relief(max(load, key=load.__getitem__))
+            target = self._relief(max(behind, key=lambda name: (misses[name], load[name])))
             if target is not None and now - self._last_change >= DOWN_HOLD_S:
                 if now - self._last_up < RETRY_WINDOW_S:  # the last step up did not hold: wait longer next time
                     self.up_hold_s = min(2 * self.up_hold_s, MAX_UP_HOLD_S)
                 self._move(target, now, load)
-        elif worst < LOW_LOAD and self.index > 0:
+        elif max(load.values()) < LOW_LOAD and not any(misses.values()) and self.index > 0:
             self._calm_since = now if self._calm_since is None else self._calm_since
             if now - self._calm_since >= self.up_hold_s and now - self._last_change >= self.up_hold_s:
                 self._last_up = now

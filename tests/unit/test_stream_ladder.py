@@ -28,11 +28,12 @@ class FakeTime:
 
 
 def run(governor: QualityGovernor, now: FakeTime, seconds: float, motion: float, render: float) -> None:
-    """``seconds`` of 40 ms ticks with the threads busy ``motion`` / ``render`` of the time."""
+    """``seconds`` of 40 ms ticks whose work takes ``motion`` / ``render`` of a tick: above 1, the thread is busy
+    all the time and misses the part of its work it has no time for."""
     for _ in range(round(seconds / 0.04)):
         now.t += 0.04
-        governor.report("motion", 0.04 * motion)
-        governor.report("render", 0.04 * render)
+        for thread, demand in (("motion", motion), ("render", render)):
+            governor.report(thread, 0.04 * min(demand, 1.0), due=1, missed=max(0.0, 1 - 1 / demand))
         governor.update()
 
 
@@ -47,7 +48,7 @@ def test_the_settings_name_every_rung_of_the_ladder() -> None:
 def test_an_overloaded_renderer_steps_down_to_rendering_fewer_frames() -> None:
     now = FakeTime()
     governor = QualityGovernor(RUNGS, now=now)
-    run(governor, now, 0.6, motion=0.3, render=1.0)
+    run(governor, now, 0.6, motion=0.3, render=1.5)
     # fewer sampler steps would not help the renderer: straight to the first rung that renders less
     assert governor.rung.name == "half-render" and governor.changes == 1
 
@@ -55,34 +56,34 @@ def test_an_overloaded_renderer_steps_down_to_rendering_fewer_frames() -> None:
 def test_an_overloaded_motion_thread_steps_down_one_rung_at_a_time_to_the_floor() -> None:
     now = FakeTime()
     governor = QualityGovernor(RUNGS, floor=rung_index("no-guidance"), now=now)
-    run(governor, now, 0.6, motion=1.0, render=0.2)
+    run(governor, now, 0.6, motion=1.5, render=0.2)
     assert governor.rung.name == "steps-3"
-    run(governor, now, 5.0, motion=1.0, render=0.2)
+    run(governor, now, 5.0, motion=1.5, render=0.2)
     assert governor.rung.name == "no-guidance" and governor.changes == 2  # never below the floor
 
 
 def test_steps_up_after_a_calm_hold_and_backs_off_when_that_fails() -> None:
     now = FakeTime()
     governor = QualityGovernor(RUNGS, now=now)
-    run(governor, now, 0.6, motion=1.0, render=0.2)
+    run(governor, now, 0.6, motion=1.5, render=0.2)
     assert governor.rung.name == "steps-3"
     run(governor, now, 2.0, motion=0.3, render=0.2)
     assert governor.rung.name == "steps-3"  # calm, but not for long enough yet
-    run(governor, now, 1.6, motion=0.3, render=0.2)
+    run(governor, now, 2.6, motion=0.3, render=0.2)
     assert governor.rung.name == "full"
-    run(governor, now, 0.6, motion=1.0, render=0.2)  # full quality does not hold: down again, at once
+    run(governor, now, 0.6, motion=1.5, render=0.2)  # full quality does not hold: down again, at once
     assert governor.rung.name == "steps-3" and governor.up_hold_s == 6.0
     run(governor, now, 4.0, motion=0.3, render=0.2)
     assert governor.rung.name == "steps-3"  # the next try waits twice as long
-    run(governor, now, 3.0, motion=0.3, render=0.2)
-    assert governor.rung.name == "full"
+    run(governor, now, 3.5, motion=0.3, render=0.2)
+    assert governor.rung.name == "full" and governor.changes == 4
 
 
-def test_a_load_in_the_band_keeps_the_rung() -> None:
+def test_a_busy_thread_that_keeps_up_keeps_the_rung() -> None:
     now = FakeTime()
     governor = QualityGovernor(RUNGS, now=now)
-    run(governor, now, 0.6, motion=1.0, render=0.2)
-    run(governor, now, 20.0, motion=0.7, render=0.7)
+    run(governor, now, 0.6, motion=1.5, render=0.2)
+    run(governor, now, 20.0, motion=0.7, render=0.95)  # in the band, and a renderer busy but on time
     assert governor.rung.name == "steps-3" and governor.changes == 1
 
 
@@ -91,7 +92,7 @@ def test_a_pinned_rung_or_adaptation_off_never_moves() -> None:
     pinned = QualityGovernor(RUNGS, pinned=rung_index("half-motion"), now=now)
     fixed = QualityGovernor(RUNGS, adaptive=False, now=now)
     for governor in (pinned, fixed):
-        run(governor, now, 3.0, motion=1.0, render=1.0)
+        run(governor, now, 3.0, motion=1.5, render=1.5)
     assert pinned.rung.name == "half-motion" and fixed.rung.name == "full"
     assert pinned.changes == fixed.changes == 0
     assert fixed.last_load == pytest.approx({"motion": 1.0, "render": 1.0})  # still measured, for the metrics

@@ -43,7 +43,7 @@ from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer
 from avatar.stream_clock import FrameClock
 from avatar.stream_core import STAGES, StageTimer, StreamCore
-from avatar.stream_ladder import QualityGovernor, Rung, ladder, rung_index
+from avatar.stream_ladder import QualityGovernor, ladder, rung_index
 from avatar.stream_queues import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -183,7 +183,11 @@ class AvatarStream:
             floor=rung_index(stream.floor_rung),
             pinned=rung_index(stream.pinned_rung) if stream.pinned_rung else None,
         )
-        self._self = SelfQueue(self.core.lookahead_self, int(stream.max_queued_self_s * SAMPLE_RATE))
+        self._self = SelfQueue(
+            self.core.lookahead_self,
+            int(stream.max_queued_self_s * SAMPLE_RATE),
+            prebuffer=ms_to_samples(stream.self_prebuffer_ms),
+        )
         self._other = LiveBuffer(self.core.lookahead_other, ms_to_samples(stream.max_other_backlog_ms))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -478,10 +482,6 @@ class AvatarStream:
         stats = self.stats
         keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", "total_ms_p50", "late_ticks")
         return {key: round(stats[key], 2) if isinstance(stats.get(key), float) else stats.get(key) for key in keys}
-
-    @property
-    def rung(self) -> Rung:
-        return self.governor.rung
 
 
 def _lower_priority(nice: int) -> None:

@@ -252,10 +252,6 @@ class StreamCore:
         self.index += 1
         return latent
 
-    def interpolated(self, count: int) -> torch.Tensor:
-        """The latents [count, F] of the frames just before the last generated one (interpolated ones included)."""
-        return self.history[-count - 1 : -1].float()
-
     def _sampler(self, steps: int, guidance: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         key = (steps, guidance)
         if key not in self._samplers:

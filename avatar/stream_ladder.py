@@ -52,11 +52,6 @@ class Rung:
     motion_every: int
     render_every: int
 
-    @property
-    def unique_fps_factor(self) -> float:
-        """Fraction of the frame rate that is rendered (the rest repeats the last picture)."""
-        return 1.0 / self.render_every
-
 
 def ladder(full_steps: int) -> tuple[Rung, ...]:
     """The rungs, best first; rung 0 samples with the configured ``full_steps`` (the release's 5)."""

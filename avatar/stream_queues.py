@@ -2,7 +2,8 @@
 
 - ``SelfQueue``: the avatar's own voice. TTS delivers it faster than real time, in segments (one per reply). It
   waits here; every tick takes exactly 640 samples of it (or silence), plus a peek at the audio queued after them
-  (the self lookahead). A segment starts playing once its first 40 ms + lookahead are queued, or once it has ended.
+  (the self lookahead). A segment starts playing once its first 40 ms + lookahead (+ ``prebuffer``, for speech that
+  comes over the network) are queued, or once it has ended.
 - ``LiveBuffer``: the user's voice, arriving live. It is a small jitter buffer: every tick takes the 640 samples
   that end ``lookahead`` before the live edge; when the user's audio starves, zeros are inserted (the timeline
   waits for the audio instead of eating into the lookahead); when it bursts past ``max_backlog`` samples beyond
@@ -136,11 +137,14 @@ class _Segment:
 class SelfQueue:
     """Segments of agent speech waiting for playout, consumed 640 samples per tick."""
 
-    def __init__(self, lookahead: int, max_queued: int) -> None:
-        if lookahead < 0 or max_queued < FRAME_SAMPLES:
-            raise InputError(f"invalid self queue sizes: lookahead {lookahead}, max_queued {max_queued} samples")
+    def __init__(self, lookahead: int, max_queued: int, prebuffer: int = 0) -> None:
+        if lookahead < 0 or max_queued < FRAME_SAMPLES or prebuffer < 0:
+            raise InputError(
+                f"invalid self queue sizes: lookahead {lookahead}, max_queued {max_queued}, prebuffer {prebuffer}"
+            )
         self.lookahead = lookahead
         self.max_queued = max_queued
+        self.prebuffer = prebuffer  # extra samples a segment waits for before it starts (audio over a network)
         self._segments: deque[_Segment] = deque()
         self._next_id = 1
         self._lock = threading.Lock()
@@ -190,7 +194,7 @@ class SelfQueue:
         with self._lock:
             head = self._segments[0] if self._segments else None
             if head is not None and not head.started:
-                head.started = head.ended or head.fifo.size >= FRAME_SAMPLES + self.lookahead
+                head.started = head.ended or head.fifo.size >= FRAME_SAMPLES + self.lookahead + self.prebuffer
             if head is None or not head.started:
                 return SelfTick(self._zeros(), self._peek_after(), None, False, False)
             if head.fifo.size >= FRAME_SAMPLES or head.ended:

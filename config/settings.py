@@ -83,6 +83,16 @@ class StreamSettings(BaseModel):
     lookahead_other_ms: int = Field(60, ge=0, le=200)
     left_context_ms: int = Field(2000, ge=0, description="wav2vec left context per stream")
     max_queued_self_s: float = Field(30.0, gt=0, description="TTS audio buffered ahead of playout")
+    self_prebuffer_ms: int = Field(
+        0, ge=0, le=1000, description="agent speech a reply waits for before it starts playing, beyond the lookahead"
+    )
+    remote_self_prebuffer_ms: int = Field(
+        200,
+        ge=0,
+        le=1000,
+        description="the same on a remote avatar worker, where the speech comes over LiveKit data streams: a jitter "
+        "buffer, so a late packet does not leave a hole in the voice",
+    )
     max_other_backlog_ms: int = Field(200, ge=40, description="user audio kept beyond lookahead before dropping")
     adaptive: bool = Field(True, description="step down the quality ladder when the engine cannot keep up")
     floor_rung: RungName = Field("third", description="lowest quality rung adaptation may use (README: the ladder)")

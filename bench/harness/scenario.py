@@ -99,6 +99,8 @@ class Conversation:
         delays = []
         for run in self.reply_runs():
             heard = run[0] - FIRST_BEEP_S
+            if measure.state_at(self.client.states(), heard - 0.5) in SPEAKING_STATES:
+                continue  # already speaking (an answer right after a barge-in): no change to time
             shown = measure.first_state_after(self.client.states(), heard - 0.5, SPEAKING_STATES)
             if shown is not None:
                 delays.append((shown - heard) * 1000.0)

@@ -22,9 +22,9 @@ segment was interrupted): the runner reads nothing of the next segment before. A
 interrupted segment's end is never emitted (the runner has finished it), and a segment with no audio at all gets its
 end straight away.
 
-Interruption: ``clear_buffer`` drops the queued speech in the engine (``clear_self``), the speech audio we still
-hold, and the synchronizer's queues (``av_sync.clear_queue()``: the ~100 ms of audio inside ``AudioSource`` and the
-queued video frames); the next frame is silent.
+Interruption: ``clear_buffer`` drops the queued speech in the engine (``clear_self``), the speech ticks we still
+hold (they become idle ticks), and the audio queued in the runner's audio source with the video slots it had
+(``av_sync.clear_queue()`` → ``PlayoutSource.clear_queue``); the next tick is silent.
 
 The agent's audio is expected at 16 kHz mono (``QueueAudioOutput(sample_rate=16000)`` and
 ``DataStreamAudioOutput(sample_rate=16000)`` make the agent resample for us); other rates or channel counts are

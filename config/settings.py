@@ -141,6 +141,13 @@ class AvatarSettings(BaseModel):
     video_delay_ms: float = Field(
         40.0, ge=0, le=500, description="video leaves after its audio by this much: receivers buffer audio longer"
     )
+    remote_video_delay_ms: float = Field(
+        70.0,
+        ge=0,
+        le=500,
+        description="video_delay_ms on a remote avatar worker: measured, its pictures reach receivers 20-50 ms "
+        "earlier against their audio than the agent's own do",
+    )
     playout_lead_ms: float = Field(
         80.0,
         ge=0,

@@ -16,7 +16,9 @@ enters the model's window, but when it is behind it generates a latent only for 
 ones in between. The render thread always renders the newest latent. A picture that comes too late for its tick is
 dropped by the publisher, which repeats the last one. ``QualityGovernor`` (``avatar.stream_ladder``) moves the
 engine down the quality ladder when a thread cannot keep up and back up with hysteresis. The two model threads run
-at a lower CPU priority (``stream.worker_nice``) than the event loop and LiveKit's media threads.
+at a lower CPU priority (``stream.worker_nice``) than the event loop and LiveKit's media threads, and the
+process's GIL switch interval is shortened (``stream.gil_switch_interval_ms``), so the loop, which releases the GIL
+at every native call, gets it back within half a millisecond instead of five.
 
 ``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -217,6 +220,9 @@ class AvatarStream:
             raise RuntimeError("AvatarStream.start() was already called")
         self._loop = asyncio.get_running_loop()
         self._out = asyncio.Queue()
+        # the loop gives the GIL up at every native call (LiveKit's FFI, the VAD) and waits for it back: with
+        # Python's 5 ms switch interval, behind the model threads, that wait piled up to 100-500 ms stalls
+        sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000.0)
         if self.settings.torch_threads is not None:
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_threads)

@@ -105,6 +105,13 @@ class StreamSettings(BaseModel):
         description="the engine's model threads run this much below the process's priority (Linux nice): on a busy "
         "CPU the voice, the event loop and LiveKit's media threads come first, the quality ladder absorbs the rest",
     )
+    gil_switch_interval_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval, set process-wide when the engine starts: the event loop waits "
+        "at most this long for the GIL each time it takes it back from the model threads (Python's own is 5 ms)",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads, set process-wide when the engine starts (None: torch's)"
     )

@@ -18,6 +18,7 @@ from bench.harness.scenario import Conversation, converse
 from bench.harness.server import LiveKitServer, ServerBuildError, server_binary
 from config.settings import get_settings
 
+MODES = ["remote", "in-process"]  # the order the modes are tested in: the files after the conversations use in-process
 # the order the files run in: the server restart disturbs every deployment, the secret scan reads every log
 FILE_ORDER = [
     "test_conversation.py",
@@ -30,9 +31,12 @@ FILE_ORDER = [
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, int]:
         name = Path(str(item.fspath)).name
-        return FILE_ORDER.index(name) if name in FILE_ORDER else len(FILE_ORDER)
+        # one plugin mode after the other: its deployment alone on the machine while it is measured
+        params = getattr(item, "callspec", None)
+        mode = params.params.get("mode", "") if params is not None else ""
+        return (FILE_ORDER.index(name) if name in FILE_ORDER else len(FILE_ORDER), MODES.index(mode) if mode else 0)
 
     e2e = [item for item in items if "tests/e2e/" in str(item.fspath)]
     others = [item for item in items if item not in e2e]
@@ -91,19 +95,25 @@ def clips(samples_dir: Path, e2e_dir: Path):
 
 @pytest.fixture(scope="session")
 def deployments(livekit_server: LiveKitServer, clips, samples_dir: Path, e2e_dir: Path):
-    """Deployments started on first use, one per plugin mode, all stopped at the end of the session."""
-    started: dict[str, Deployment] = {}
+    """The deployment of a plugin mode, started on first use. One runs at a time, as the tests take one mode after
+    the other: asking for another mode stops the running one (and starts its own again if it had run before)."""
+    made: dict[str, Deployment] = {}
+    running: list[Deployment] = []
 
     def get(mode: str) -> Deployment:
-        if mode not in started:
-            deployment = Deployment(livekit_server, mode, e2e_dir / mode, samples_dir, clips)
+        deployment = made.get(mode)
+        if deployment is None:
+            deployment = made[mode] = Deployment(livekit_server, mode, e2e_dir / mode, samples_dir, clips)
             deployment.workdir.mkdir(parents=True, exist_ok=True)
-            started[mode] = deployment
+        if deployment not in running:
+            for other in running:
+                other.stop()
+            running[:] = [deployment]
             deployment.start()
-        return started[mode]
+        return deployment
 
     yield get
-    for deployment in started.values():
+    for deployment in running:
         deployment.stop()
 
 

@@ -33,16 +33,27 @@ def source(clock: Clock, lead_s: float) -> PlayoutSource:
 
 
 async def test_the_queued_audio_is_counted_right_after_the_queue_ran_dry() -> None:
-    playout, plain = PlayoutSource(RATE, 1, lead_s=0.0, frame_s=FRAME_S), rtc.AudioSource(RATE, 1)
-    for src in (playout, plain):
-        await src.capture_frame(speech())
-    time.sleep(0.1)  # a stalled loop: the next frame comes 60 ms after the first one has left
-    for src in (plain, playout):
-        await src.capture_frame(speech())
-    assert abs(playout.queued_duration - FRAME_S) < 0.01
-    assert plain.queued_duration < 0.01  # rtc.AudioSource's own figure: the dry spell taken off what is queued
-    assert playout.dry_spells == 1 and abs(playout.dry_s - 0.06) < 0.01
+    clock = Clock()
+    playout = source(clock, lead_s=0.0)
+    await playout.capture_frame(speech())
+    clock.t += 0.1  # a stalled loop: the next frame comes 60 ms after the first one has left
+    starts_at = await playout.capture_frame(speech())
+    assert starts_at == clock.t  # nothing was queued: it leaves at once
+    assert playout.queued_duration == pytest.approx(FRAME_S)
+    assert playout.dry_spells == 1 and playout.dry_s == pytest.approx(0.06)
     await playout.aclose()
+
+
+async def test_the_native_source_counts_a_dry_spell_off_what_is_queued() -> None:
+    """Why PlayoutSource counts for itself: after a dry spell ``rtc.AudioSource`` reports less than is queued."""
+    plain = rtc.AudioSource(RATE, 1)
+    await plain.capture_frame(speech())
+    stalled_from = time.monotonic()
+    time.sleep(0.1)  # a stalled loop (not a wait for anything): the first frame has left by now
+    await plain.capture_frame(speech())
+    stall = time.monotonic() - stalled_from
+    assert stall >= 0.1
+    assert plain.queued_duration < FRAME_S - 0.02  # a frame was just queued, the stall taken off it
     await plain.aclose()
 
 

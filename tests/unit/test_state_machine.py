@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,33 @@ def test_gate_zeroes_outside_speech_and_passes_speech_untouched() -> None:
     # in the silence after the user stopped (file noise or not), the model gets exact zeros
     assert not passed[int(3.0 * 16000) :].any()
     assert gate.gated_windows > 0
+
+
+def test_gate_on_a_vad_thread_hands_on_the_same_audio_and_reports_in_order() -> None:
+    settings = VadSettings(backend="silero")
+    user = read_wav("dyadic_other.wav")[: 3 * 16000]
+    on_loop: list[bool] = []
+    reference = SpeechGate(create_vad(settings), lambda s, ms: on_loop.append(s) or s, gate=True)
+    expected = [c for start in range(0, len(user), 160) for c in reference.push(user[start : start + 160])]
+    threaded: list[bool] = []
+    gate = SpeechGate(create_vad(settings), lambda s, ms: threaded.append(s) or s, gate=True)
+    loop_thread = threading.get_ident()
+    vad_threads: set[int] = set()
+    classify = gate.vad._probability
+    gate.vad._probability = lambda w: vad_threads.add(threading.get_ident()) or classify(w)  # type: ignore[method-assign]
+
+    async def run() -> list[np.ndarray]:
+        with ThreadPoolExecutor(max_workers=1) as vad_thread:
+            return [
+                c
+                for start in range(0, len(user), 160)
+                for c in await gate.push_on(vad_thread, user[start : start + 160])
+            ]
+
+    got = asyncio.run(run())
+    assert threaded == on_loop and any(threaded)
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
+    assert vad_threads and loop_thread not in vad_threads  # the model ran off the loop only
 
 
 def test_gate_off_passes_everything() -> None:

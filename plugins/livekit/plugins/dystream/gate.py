@@ -8,7 +8,9 @@ is handed on, so a gate adds at most one VAD window of delay (32 ms with silero,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 import numpy as np
 
@@ -28,6 +30,14 @@ class SpeechGate:
     def push(self, pcm: np.ndarray) -> list[np.ndarray]:
         """The audio to hand on for the windows ``pcm`` completes, in order (the remainder waits for more)."""
         return [self._pass(window) for window in self.vad.push(pcm)]
+
+    async def push_on(self, executor: Executor, pcm: np.ndarray) -> list[np.ndarray]:
+        """``push``, with the VAD model run on ``executor`` (give it one thread: windows stay in order) so that
+        the event loop only hands the result on. A chunk that completes no window is buffered without a hop."""
+        if not self.vad.completes_window(len(pcm)):
+            return self.push(pcm)
+        windows = await asyncio.get_running_loop().run_in_executor(executor, self.vad.push, pcm)
+        return [self._pass(window) for window in windows]
 
     def flush(self) -> list[np.ndarray]:
         """Classify and hand on the incomplete last window (end of a segment)."""

@@ -150,12 +150,20 @@ class HeldRenderer:
     (tests and benchmarks; never a production setting). Everything but ``render`` is the wrapped renderer's."""
 
     def __init__(self, renderer: Any, frame_s: float) -> None:
+        import torch
+
+        from avatar.stream_traced import TracedCall
+
         self.wrapped = renderer
         self.frame_s = frame_s
+        # traced as the engine traces a plain renderer (the hold stays outside the trace): what is slow is the
+        # device, not the Python around it
+        traced = isinstance(renderer, torch.nn.Module) and renderer.device.type == "cpu"
+        self._render = TracedCall(renderer.render, "held renderer", [renderer] if traced else [], enabled=traced)
 
     def render(self, source: Any, target: Any, f_app: Any) -> Any:
         started = time.perf_counter()
-        frame = self.wrapped.render(source, target, f_app)
+        frame = self._render(source, target, f_app)
         rest = self.frame_s - (time.perf_counter() - started)
         if rest > 0:
             time.sleep(rest)  # the time a slower device would compute

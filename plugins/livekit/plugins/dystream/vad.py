@@ -57,6 +57,10 @@ class VoiceActivityDetector(ABC):
         self._pending = audio[count * self.window_samples :]
         return windows
 
+    def completes_window(self, samples: int) -> bool:
+        """Whether pushing ``samples`` more samples completes at least one window."""
+        return len(self._pending) + samples >= self.window_samples
+
     def flush(self) -> list[VadWindow]:
         """Classify the incomplete last window (zero-padded for the model; only its real samples are returned)."""
         if len(self._pending) == 0:

@@ -55,10 +55,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _weights_file(path: Path) -> Path:
-    """``path``, or its ``.safetensors`` sibling when only the converted file is present."""
+    """``path``'s ``.safetensors`` sibling when it is present (tensors only, nothing to unpickle), else ``path``."""
     path = Path(path).expanduser()
     converted = path.with_suffix(".safetensors")
-    return converted if not path.exists() and converted.is_file() else path
+    return converted if converted.is_file() else path
 
 
 def load_avatar_models(

@@ -41,13 +41,39 @@ def _check_readable(path: Path, what: str) -> None:
         raise CheckpointError(f"{what} at {path} is empty: delete it and {GET_WEIGHTS}")
 
 
-def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, Any]:
-    """Load a checkpoint dict from ``path``.
+# Globals a Lightning checkpoint may name in the metadata we never use (hyper-parameters, callbacks, loops): each is
+# read as an inert ``_Ignored`` placeholder, so nothing it names is imported or called. Any other global is refused.
+METADATA_GLOBALS = (
+    "omegaconf.",
+    "typing.",
+    "argparse.Namespace",
+    "pathlib.",
+    "lightning.",
+    "lightning_fabric.",
+    "pytorch_lightning.",
+    "torch.torch_version.",
+    "numpy.",
+)
 
-    ``.safetensors`` files are read without unpickling. ``.ckpt``/``.pt`` files are tried with
-    ``weights_only=True`` first; the official Lightning checkpoints need ``weights_only=False``, which is used
-    only as a fallback for a file that is a valid torch zip archive. Tensors are memory-mapped, so the official
-    7 GB ``last.ckpt`` (optimizer state included) is not read into RAM whole.
+
+class _Ignored:
+    """Stands in for an object of a checkpoint's unused metadata: it takes its arguments and state and does nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, Any]:
+    """Load a checkpoint dict from ``path``; weights are data, so no code in the file ever runs.
+
+    ``.safetensors`` files hold tensors only. ``.ckpt``/``.pt`` files are read with torch's ``weights_only``
+    unpickler (tensors, containers, numbers, strings); the globals of a Lightning checkpoint's metadata
+    (``METADATA_GLOBALS``) become inert placeholders, and a file naming any other global is refused before it is
+    unpickled. Tensors are memory-mapped, so the official 7 GB ``last.ckpt`` (optimizer state included) is not read
+    into RAM whole.
     """
     path = Path(path).expanduser()
     _check_readable(path, what)
@@ -67,16 +93,23 @@ def read_weights(path: str | os.PathLike[str], what: str = "checkpoint") -> dict
             f"delete it and {GET_WEIGHTS}"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as first:  # noqa: BLE001 - classify below
-        if isinstance(first, (zipfile.BadZipFile, EOFError)) or "archive" in str(first):
-            raise CheckpointError(
-                f"{what} at {path} is truncated or corrupt ({first}): delete it and {GET_WEIGHTS}"
-            ) from first
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a broken file
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - any failure to list them is a broken archive
         raise CheckpointError(f"{what} at {path} is truncated or corrupt ({exc}): delete it and {GET_WEIGHTS}") from exc
+    refused = sorted(name for name in named if not name.startswith(METADATA_GLOBALS))
+    if refused:
+        raise CheckpointError(
+            f"{what} at {path} is not a weights file: it names {', '.join(refused[:3])}, which could run code when "
+            f"loaded, so it was not loaded; delete it and {GET_WEIGHTS}"
+        )
+    try:
+        with torch.serialization.safe_globals([(_Ignored, name) for name in named]):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a broken file
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(
+            f"{what} at {path} is truncated or corrupt ({reason}): delete it and {GET_WEIGHTS}"
+        ) from exc
 
 
 def state_dict_of(ckpt: Mapping[str, Any], path: Path | str, what: str) -> dict[str, torch.Tensor]:

@@ -34,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from agent.errors import UserError
     from avatar.errors import InputError
+    from config.settings import SettingsError, get_settings
 
+    try:
+        get_settings()  # every DYSTREAM_ variable checked before anything runs
+    except SettingsError as exc:
+        print(f"dystream: error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -87,6 +87,7 @@ def server_options(settings: Settings, *, http_port: int | None = None) -> dict[
         "ws_url": settings.livekit.url,
         "api_key": settings.livekit.api_key,
         "api_secret": settings.livekit.api_secret.get_secret_value(),
+        "host": settings.agent.http_host,
         "port": settings.agent.http_port if http_port is None else http_port,
         "initialize_process_timeout": settings.agent.initialize_timeout_s,
         "log_level": settings.log_level.upper(),

@@ -8,17 +8,21 @@ connection also reads the variables every LiveKit tool uses (``LIVEKIT_URL``, ``
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dystream"
 # the quality ladder of the streaming engine, best first (avatar.stream_ladder.ladder)
+MODEL_FPS = 25
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 RungName = Literal["full", "steps-3", "no-guidance", "half-render", "half-motion", "third"]
 
 
@@ -38,7 +42,7 @@ class ModelSettings(BaseModel):
         None, description="MediaPipe face_landmarker.task; default: checkpoints_dir/face_landmarker.task"
     )
     portrait_cache_dir: Path = Field(DEFAULT_CACHE / "portraits", description="cached m0 + appearance volumes")
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1 ...")
+    device: str = Field("cpu", description="torch device: cpu, mps, cuda or cuda:N")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     allow_tf32: bool = True
     steps: int = Field(5, ge=1, le=20, description="FlowMatchEuler sampler steps")
@@ -57,8 +61,8 @@ class ModelSettings(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_known(cls, value: str) -> str:
-        if not (value == "cpu" or value == "mps" or value.startswith("cuda")):
-            raise ValueError(f"unknown device {value!r}: use cpu, cuda or cuda:N (DYSTREAM_MODEL__DEVICE)")
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("should be cpu, mps, cuda or cuda:N (N a device number)")
         return value
 
     @property
@@ -78,11 +82,13 @@ class ModelSettings(BaseModel):
 class StreamSettings(BaseModel):
     """The real-time engine: lookahead, audio context and queue sizes."""
 
-    fps: int = Field(25, description="output frame rate; DyStream is trained at 25")
+    fps: int = Field(
+        25, ge=1, le=60, description="output frame rate; DyStream is trained at 25, the only one it runs at"
+    )
     lookahead_self_ms: int = Field(60, ge=0, le=200)
     lookahead_other_ms: int = Field(60, ge=0, le=200)
-    left_context_ms: int = Field(2000, ge=0, description="wav2vec left context per stream")
-    max_queued_self_s: float = Field(30.0, gt=0, description="TTS audio buffered ahead of playout")
+    left_context_ms: int = Field(2000, ge=0, le=10000, description="wav2vec left context per stream")
+    max_queued_self_s: float = Field(30.0, gt=0, le=600, description="TTS audio buffered ahead of playout")
     self_prebuffer_ms: int = Field(
         0, ge=0, le=1000, description="agent speech a reply waits for before it starts playing, beyond the lookahead"
     )
@@ -93,7 +99,9 @@ class StreamSettings(BaseModel):
         description="the same on a remote avatar worker, where the speech comes over LiveKit data streams: a jitter "
         "buffer, so a late packet does not leave a hole in the voice",
     )
-    max_other_backlog_ms: int = Field(200, ge=40, description="user audio kept beyond lookahead before dropping")
+    max_other_backlog_ms: int = Field(
+        200, ge=40, le=5000, description="user audio kept beyond lookahead before dropping"
+    )
     adaptive: bool = Field(True, description="step down the quality ladder when the engine cannot keep up")
     floor_rung: RungName = Field("third", description="lowest quality rung adaptation may use (README: the ladder)")
     pinned_rung: RungName | None = Field(None, description="run at this rung always (adaptation off)")
@@ -113,8 +121,18 @@ class StreamSettings(BaseModel):
         "at most this long for the GIL each time it takes it back from the model threads (Python's own is 5 ms)",
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads, set process-wide when the engine starts (None: torch's)"
+        None,
+        ge=1,
+        le=256,
+        description="torch intra-op threads, set process-wide when the engine starts (None: torch's)",
     )
+
+    @field_validator("fps")
+    @classmethod
+    def _fps_of_the_model(cls, value: int) -> int:
+        if value != MODEL_FPS:
+            raise ValueError(f"DyStream runs at {MODEL_FPS} fps only (each frame is 40 ms of its audio)")
+        return value
 
 
 class VadSettings(BaseModel):
@@ -184,6 +202,11 @@ class AgentSettings(BaseModel):
     reply_delay_s: float = Field(0.6, ge=0, description="offline: silence after the user's turn before answering")
     events_file: Path | None = Field(None, description="append the agent's conversation events here as JSON lines")
     http_port: int = Field(8081, ge=0, le=65535, description="the worker's health endpoint (GET / answers OK)")
+    http_host: str = Field(
+        "127.0.0.1",
+        description="interface the health endpoint listens on: loopback, since /worker tells the agent name, jobs "
+        "and load; 0.0.0.0 exposes it (the container images do, for their health check and orchestrator)",
+    )
     idle_processes: int | None = Field(
         None, ge=0, description="job processes kept warm (model loaded); default: livekit's (0 for dev, up to 4)"
     )
@@ -226,8 +249,13 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="ignore",
+        extra="ignore",  # an unknown DYSTREAM_ variable is reported by load_settings, with the nearest name
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     model: ModelSettings = Field(default_factory=ModelSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
@@ -236,7 +264,7 @@ class Settings(BaseSettings):
     avatar: AvatarSettings = Field(default_factory=AvatarSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     log_format: Literal["json", "console"] = "console"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     parity_dir: Path = Field(Path("../shared/parity"), description="golden outputs of the official code")
     samples_dir: Path = Field(Path("../shared/samples"), description="official example portrait and audio")
 
@@ -254,7 +282,56 @@ class Settings(BaseSettings):
         return init_settings, env_settings, livekit, dotenv_settings, file_secret_settings
 
 
+class SettingsError(ValueError):
+    """A ``DYSTREAM_*`` variable that is unknown or invalid; the message names it, its value and what is allowed."""
+
+
+def variable_names(model: type[BaseModel] = Settings, prefix: str = "DYSTREAM_") -> list[str]:
+    """Every ``DYSTREAM_*`` variable the settings read."""
+    names = []
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            names += variable_names(nested, f"{variable}__")
+        else:
+            names.append(variable)
+    return names
+
+
+def _set_variables(env_file: str | None) -> dict[str, str]:
+    dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    found = {name: value or "" for name, value in dotenv.items() if name.upper().startswith("DYSTREAM_")}
+    found.update({name: value for name, value in os.environ.items() if name.upper().startswith("DYSTREAM_")})
+    return found
+
+
+def _reason(error: dict[str, Any]) -> str:
+    """Pydantic's message as the rest of a sentence ("Input should be greater than 0" -> "should be greater ...")."""
+    message = re.sub(r"^Value error, ", "", error["msg"])
+    return re.sub(r"^(Input|String) should", "should", message)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and ``.env``, or a ``SettingsError`` naming the first bad variable."""
+    env_file = str(Settings.model_config.get("env_file") or "")
+    known = variable_names()
+    variables = _set_variables(env_file)
+    for name in sorted(variables):
+        if name.upper() not in known:
+            nearest = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+            hint = f": did you mean {nearest[0]}?" if nearest else ": see `config/settings.py` for the names"
+            raise SettingsError(f"{name} is not a DyStream setting{hint}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = "DYSTREAM_" + "__".join(str(part).upper() for part in error["loc"])
+        value = variables.get(variable, error.get("input"))
+        raise SettingsError(f"{variable}={value} is invalid: {_reason(error)}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once (a ``SettingsError`` for a bad variable)."""
+    return load_settings()

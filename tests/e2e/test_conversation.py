@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 
 import pytest
@@ -106,3 +107,6 @@ def test_workers_answer_their_health_check(deployments, mode: str) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/worker", timeout=5) as reply:
             info = json.loads(reply.read())
         assert info["agent_name"] in {deployment.agent_name, deployment.avatar_agent_name}
+        # bound to 127.0.0.1 only: another address of this machine (all of 127/8 reaches it) is refused
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()

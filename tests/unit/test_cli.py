@@ -132,3 +132,58 @@ def test_connect_to_a_server_that_is_not_there_fails_with_one_line() -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("dystream connect: error:") and "127.0.0.1:1" in last, result.stderr
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("DYSTREAM_STREAM__FPS", "abc", "should be a valid integer"),  # wrong type
+        ("DYSTREAM_STREAM__FPS", "0", "greater than or equal to 1"),  # out of range
+        ("DYSTREAM_STREAM__FPS", "-5", "greater than or equal to 1"),
+        ("DYSTREAM_STREAM__FPS", "30", "25 fps only"),  # in range, but not what the model runs at
+        ("DYSTREAM_STREAM__LEFT_CONTEXT_MS", "100000000", "less than or equal to 10000"),
+        ("DYSTREAM_STREAM__MAX_QUEUED_SELF_S", "1e12", "less than or equal to 600"),
+        ("DYSTREAM_MODEL__DEVICE", "cuda:abc", "cpu, mps, cuda or cuda:N"),
+        ("DYSTREAM_LOG_LEVEL", "LOUD", "'INFO'"),
+        ("DYSTREAM_VAD__BACKEND", "onnx", "'silero' or 'webrtc'"),
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_it_and_exit_2(
+    variable: str, value: str, says: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["token", "--room", "r", "--identity", "u"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"dystream: error: {variable}={value} is invalid: ") and says in captured.err
+
+
+@pytest.mark.parametrize(
+    ("variable", "nearest"),
+    [("DYSTREAM_STREM__FPS", "DYSTREAM_STREAM__FPS"), ("DYSTREAM_MODEL__DEVISE", "DYSTREAM_MODEL__DEVICE")],
+)
+def test_a_misspelt_setting_names_the_nearest_one(variable: str, nearest: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv(variable, "1")
+    assert main(["token", "--room", "r", "--identity", "u"]) == 2
+    assert (
+        capsys.readouterr().err == f"dystream: error: {variable} is not a DyStream setting: did you mean {nearest}?\n"
+    )
+
+
+def test_an_unknown_setting_in_the_env_file_is_refused_too(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / ".env").write_text("DYSTREAM_MODEL__UNKNOWN_KEY=1\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["token", "--room", "r", "--identity", "u"]) == 2
+    assert capsys.readouterr().err.startswith("dystream: error: DYSTREAM_MODEL__UNKNOWN_KEY is not a DyStream setting")
+
+
+def test_a_valid_setting_in_lower_case_is_accepted(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DYSTREAM_LOG_LEVEL", "debug")
+    assert get_settings().log_level == "DEBUG"
+
+
+def test_the_console_script_reports_a_bad_setting_without_a_traceback() -> None:
+    result = run_cli("token", "--room", "r", "--identity", "u", env={"DYSTREAM_STREAM__FPS": "0"})
+    assert result.returncode == 2
+    assert result.stderr == "dystream: error: DYSTREAM_STREAM__FPS=0 is invalid: should be greater than or equal to 1\n"

@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -89,19 +92,37 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = MODEL_SAMPLE_RAT
     return decode_audio(path, sample_rate)[0]
 
 
+STALE_TEMP_S = 600.0  # a temporary file of ours untouched this long belongs to a run that was killed
+
+
 def check_writable(path: str | os.PathLike[str]) -> Path:
-    """Make sure ``path`` can be written (its folder is created if needed) before any long work starts."""
+    """Make sure an MP4 can be written at ``path`` before any long work starts; nothing is created here."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise MediaError(f"output {path} is a folder: pass a file name such as {path / 'out.mp4'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise MediaError(f"cannot write the output {path} ({exc.strerror or exc}): choose a writable folder") from exc
+    if path.suffix.lower() != ".mp4":
+        raise MediaError(f"output {path} must end in .mp4: the video is written as MP4 (H.264 + AAC)")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise MediaError(f"cannot write the output {path} ({existing} is not a writable folder): choose another")
     return path
+
+
+def _remove_stale_temps(folder: Path, name: str) -> None:
+    """Temporary files an earlier, killed write of ``name`` left in ``folder``."""
+    now = time.time()
+    for stale in folder.glob(f".{glob.escape(name)}.*.mp4.tmp"):
+        with contextlib.suppress(OSError):
+            if now - stale.stat().st_mtime > STALE_TEMP_S:
+                stale.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class _AudioTrack:
@@ -144,6 +165,11 @@ def write_mp4(
     Returns the number of frames written. The audio is cut or padded with silence to ``frames / fps`` seconds.
     """
     path = check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MediaError(f"cannot create the folder of {path} ({exc.strerror or exc}): choose another") from exc
+    _remove_stale_temps(path.parent, path.stem)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -170,6 +196,7 @@ def write_mp4(
                 raise InputError(f"no frames to write to {path}: the audio is too short to give a frame")
             container.mux(video.encode(None))
             track.flush()
+        tmp.chmod(0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -17,8 +17,8 @@ ones in between. The render thread always renders the newest latent. A picture t
 dropped by the publisher, which repeats the last one. ``QualityGovernor`` (``avatar.stream_ladder``) moves the
 engine down the quality ladder when a thread cannot keep up and back up with hysteresis. The two model threads run
 at a lower CPU priority (``stream.worker_nice``) than the event loop and LiveKit's media threads, and the
-process's GIL switch interval is shortened (``stream.gil_switch_interval_ms``), so the loop, which releases the GIL
-at every native call, gets it back within half a millisecond instead of five.
+process's GIL switch interval is set from ``stream.gil_switch_interval_ms`` (Python's 5 ms by default; shorter lets
+the loop, which releases the GIL at every native call, take it back sooner from the model threads).
 
 ``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and

@@ -6,6 +6,7 @@ Argument parsing only; the work is ``avatar.render_video.render_video``.
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from agent.errors import UserError
@@ -61,11 +62,17 @@ def model_settings_from(args: argparse.Namespace) -> ModelSettings:
         raise UserError(f"invalid option ({problems})") from None
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
     from avatar.models import load_avatar_models
     from avatar.render_video import check_inputs, render_video
     from avatar.renderer import RendererConfig
 
+    # SIGTERM ends a render like Ctrl-C: the exception unwinds through the writer, which removes its temporary file
+    signal.signal(signal.SIGTERM, _terminate)
     settings = model_settings_from(args)
     avatar = get_settings().avatar
     random_weights = avatar.random_weights if args.random_weights is None else args.random_weights

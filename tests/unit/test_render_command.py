@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 import wave
 from pathlib import Path
 
@@ -12,6 +17,7 @@ import numpy as np
 import pytest
 
 from agent.__main__ import main
+from avatar.media import STALE_TEMP_S, write_mp4
 from config.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,8 +155,47 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_output(tmp_path: Path, caps
     err = run_failing([*base[:-1], str(blocker / "video.mp4"), "--image", str(sample("portrait.png")), *TINY], capsys)
     assert "cannot write the output" in err
 
-    assert not out.exists()
-    assert not out.parent.exists() or not list(out.parent.iterdir()), "partial output left behind"
+    err = run_failing(
+        [*base[:-1], str(tmp_path / "out" / "video.avi"), "--image", str(sample("portrait.png")), *TINY], capsys
+    )
+    assert "video.avi must end in .mp4" in err
+
+    assert not out.parent.exists(), "the output folder was created for a render that never started"
+
+
+def test_the_video_keeps_the_umask_mode_and_stale_temporary_files_go(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "video.mp4"
+    out.parent.mkdir()
+    stale, fresh = out.parent / ".video.a1b2.mp4.tmp", out.parent / ".video.c3d4.mp4.tmp"
+    stale.write_bytes(b"killed run")
+    fresh.write_bytes(b"a render still running")
+    old = time.time() - STALE_TEMP_S - 60
+    os.utime(stale, (old, old))
+    previous = os.umask(0o027)
+    try:
+        write_mp4(out, [np.zeros((64, 64, 3), np.uint8)] * 3, np.zeros(1920, np.float32), 16000)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert not stale.exists() and fresh.exists()
+
+
+def test_sigterm_during_a_render_leaves_no_temporary_file(tmp_path: Path) -> None:
+    out = tmp_path / "video.mp4"
+    args = ["--image", str(sample("portrait.png")), "--self", str(sample("dyadic_self.wav")), "--out", str(out)]
+    render = subprocess.Popen([sys.executable, "-m", "agent", "render", *args, *TINY], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob(".video.*.mp4.tmp")):  # muxing has begun
+            assert render.poll() is None, "the render ended before it began writing"
+            assert time.monotonic() < deadline, "the render never began writing"
+            time.sleep(0.05)
+        render.send_signal(signal.SIGTERM)
+        assert render.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        render.kill()
+    left = [p.name for p in tmp_path.iterdir() if p.name != "portraits"]  # (the fixture's portrait cache)
+    assert left == [], f"a temporary or partial file was left behind: {left}"
 
 
 def test_download_files_offline_is_one_clear_line(

@@ -223,6 +223,11 @@ class AgentSettings(BaseModel):
 LIVEKIT_VARIABLES = {"url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
 
 
+def _dotenv(env_file: Any) -> dict[str, str | None]:
+    """The variables of the ``.env`` file, when there is one."""
+    return dotenv_values(env_file) if env_file and Path(str(env_file)).is_file() else {}
+
+
 class _LiveKitVariables(PydanticBaseSettingsSource):
     """``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET`` (environment, then ``.env``) for ``livekit``."""
 
@@ -234,8 +239,7 @@ class _LiveKitVariables(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        env_file = self.env_file
-        dotenv = dotenv_values(env_file) if env_file and Path(str(env_file)).is_file() else {}
+        dotenv = _dotenv(self.env_file)
         values = {}
         for name, variable in LIVEKIT_VARIABLES.items():
             value = os.environ.get(variable) or dotenv.get(variable)
@@ -300,9 +304,8 @@ def variable_names(model: type[BaseModel] = Settings, prefix: str = "DYSTREAM_")
     return names
 
 
-def _set_variables(env_file: str | None) -> dict[str, str]:
-    dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
-    found = {name: value or "" for name, value in dotenv.items() if name.upper().startswith("DYSTREAM_")}
+def _set_variables(env_file: Any) -> dict[str, str]:
+    found = {name: value or "" for name, value in _dotenv(env_file).items() if name.upper().startswith("DYSTREAM_")}
     found.update({name: value for name, value in os.environ.items() if name.upper().startswith("DYSTREAM_")})
     return found
 
@@ -313,18 +316,17 @@ def _reason(error: dict[str, Any]) -> str:
     return re.sub(r"^(Input|String) should", "should", message)
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings() -> Settings:
     """The settings from the environment and ``.env``, or a ``SettingsError`` naming the first bad variable."""
-    env_file = str(Settings.model_config.get("env_file") or "")
     known = variable_names()
-    variables = _set_variables(env_file)
+    variables = _set_variables(Settings.model_config.get("env_file"))
     for name in sorted(variables):
         if name.upper() not in known:
             nearest = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
             hint = f": did you mean {nearest[0]}?" if nearest else ": see `config/settings.py` for the names"
             raise SettingsError(f"{name} is not a DyStream setting{hint}")
     try:
-        return Settings(**overrides)
+        return Settings()
     except ValidationError as exc:
         error = exc.errors()[0]
         variable = "DYSTREAM_" + "__".join(str(part).upper() for part in error["loc"])

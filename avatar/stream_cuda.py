@@ -1,4 +1,4 @@
-"""CUDA fast paths of the streaming step (issue 4 item 4): TF32, CUDA graphs for fixed-shape calls, a render stream.
+"""CUDA fast paths of the streaming step: TF32, CUDA graphs for fixed-shape calls, a render stream.
 
 Everything here is a no-op off CUDA. A CUDA graph is captured once for a callable whose input shapes never change
 (the transformer window, one flow-head step); any failure to capture, or a call with other shapes, falls back to

@@ -118,8 +118,8 @@ class StreamSettings(BaseModel):
         gt=0,
         le=100,
         description="Python's thread switch interval, set process-wide when the engine starts: the event loop waits "
-        "at most this long for the GIL each time it takes it back from the model threads (5: Python's own; 0.5 cut "
-        "an in-process call's dry spells under a CPU hog from 13 to 1, but measured worse in remote mode)",
+        "at most this long for the GIL each time it takes it back from the model threads (5: Python's own; shorter "
+        "helped an in-process call on a busy CPU, but measured worse in remote mode)",
     )
     torch_threads: int | None = Field(
         None,

@@ -167,18 +167,18 @@ class AvatarSettings(BaseModel):
     video_delay_ms: float = Field(
         40.0, ge=0, le=500, description="video leaves after its audio by this much: receivers buffer audio longer"
     )
-    remote_video_delay_ms: float = Field(
-        70.0,
-        ge=0,
-        le=500,
-        description="video_delay_ms on a remote avatar worker: measured, its pictures reach receivers 20-50 ms "
-        "earlier against their audio than the agent's own do",
-    )
     playout_lead_ms: float = Field(
         80.0,
         ge=0,
         le=1000,
         description="audio kept queued for sending: a frame the engine delivers this much late still plays smoothly",
+    )
+    remote_send_lead_ms: float = Field(
+        500.0,
+        ge=100,
+        le=10000,
+        description="remote mode: the agent sends its speech to the avatar worker at most this far ahead of real time "
+        "(a whole reply at once delayed the worker's own audio)",
     )
     metrics_interval_s: float = Field(10.0, gt=0, description="how often the session metrics summary is logged")
     max_sessions_per_worker: int | None = Field(

@@ -19,6 +19,7 @@ from livekit.agents.utils import http_context
 from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
 from livekit.plugins import dystream
 from livekit.plugins.dystream.remote import DispatchInfo
+from livekit.plugins.dystream.send_pacing import PacedAudioOutput
 from livekit.plugins.dystream.testing import FakeRoom
 
 from config.settings import Settings, get_settings
@@ -136,6 +137,8 @@ async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_clo
         await avatar.start(session, room=room)
         output = session.output.audio
         assert isinstance(output, DataStreamAudioOutput) and output.sample_rate == 16000
+        # a reply is sent at the pace it plays, the default lead ahead (send_pacing.py)
+        assert isinstance(output, PacedAudioOutput) and output._pacer.lead_s == 0.5
         [(name, body)] = calls
         assert name == "CreateDispatch"
         request = api.CreateAgentDispatchRequest.FromString(body)

@@ -12,7 +12,8 @@ Two modes (``mode=`` or ``settings.avatar.mode``):
   participant: the avatar's identity is the agent's own.
 - ``"remote"``: a separate avatar worker is dispatched into the room by LiveKit (see ``remote.py``); the agent
   streams its speech to it with ``DataStreamAudioOutput(..., wait_remote_track=KIND_VIDEO,
-  wait_playback_start=True)``. ``aclose()`` removes the avatar worker's participant (the base class does).
+  wait_playback_start=True)``, paced to ``avatar.remote_send_lead_ms`` ahead of real time (``send_pacing.py``).
+  ``aclose()`` removes the avatar worker's participant (the base class does).
 
 Metrics: ``AvatarMetrics`` (avatar joined, playback latency) from the base class, and our ``FrameMetrics`` /
 ``SessionMetrics`` as ``"metrics_collected"`` events of this session (in-process; a remote worker logs them).
@@ -38,6 +39,7 @@ from .models import load_models, prepare_portrait
 from .pcm import SAMPLE_RATE
 from .pipeline import AvatarPipeline
 from .remote import DispatchInfo, dispatch_avatar
+from .send_pacing import PacedAudioOutput
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
@@ -236,8 +238,9 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         )
         url, key, secret = self._credentials
         await dispatch_avatar(room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret)
-        self._audio_output = DataStreamAudioOutput(
+        self._audio_output = PacedAudioOutput(
             room,
+            lead_s=self._settings.avatar.remote_send_lead_ms / 1000.0,
             destination_identity=info.avatar_identity,
             sample_rate=SAMPLE_RATE,
             wait_remote_track=rtc.TrackKind.KIND_VIDEO,

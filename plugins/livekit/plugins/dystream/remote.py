@@ -159,10 +159,7 @@ async def run_avatar_job(
     settings = info.apply(settings or get_settings())
     stream = settings.stream  # the agent's speech comes over the network here: start each reply with a jitter buffer
     prebuffer = max(stream.self_prebuffer_ms, stream.remote_self_prebuffer_ms)
-    avatar = settings.avatar.model_copy(update={"video_delay_ms": settings.avatar.remote_video_delay_ms})
-    settings = settings.model_copy(
-        update={"stream": stream.model_copy(update={"self_prebuffer_ms": prebuffer}), "avatar": avatar}
-    )
+    settings = settings.model_copy(update={"stream": stream.model_copy(update={"self_prebuffer_ms": prebuffer})})
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     room = ctx.room
     local = room.local_participant

@@ -16,6 +16,7 @@ import glob
 import os
 import tempfile
 import time
+import wave
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -84,7 +85,29 @@ def decode_audio(path: str | os.PathLike[str], sample_rate: int | None = MODEL_S
             raise MediaError(f"cannot decode the audio of {path} ({exc}): the file is damaged or truncated") from exc
     if not chunks or sum(len(c) for c in chunks) == 0:
         raise MediaError(f"{path} contains no audio samples: pass a non-empty audio file")
-    return np.concatenate(chunks).astype(np.float32, copy=False), rate
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    _warn_if_truncated(path, len(samples) / rate)
+    return samples, rate
+
+
+TRUNCATION_TOLERANCE_S = 0.02
+
+
+def _warn_if_truncated(path: Path, decoded_s: float) -> None:
+    """A WAV whose header promises more audio than the file holds was cut short (an interrupted copy or
+    download): ffmpeg decodes what is there without a word, so say it."""
+    try:
+        with wave.open(str(path), "rb") as wav:  # the header's data size, not what follows it
+            promised_s = wav.getnframes() / wav.getframerate()
+    except (wave.Error, EOFError, OSError, ZeroDivisionError):
+        return  # not a PCM WAV: no header to compare with
+    if decoded_s < promised_s - TRUNCATION_TOLERANCE_S:
+        log.warning(
+            "audio file is truncated: using the audio it holds; copy or export it again for the whole",
+            file=str(path),
+            header_s=round(promised_s, 2),
+            holds_s=round(decoded_s, 2),
+        )
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int = MODEL_SAMPLE_RATE) -> np.ndarray:

@@ -160,7 +160,11 @@ class AvatarSettings(BaseModel):
     portrait: Path | None = Field(None, description="reference portrait image")
     mode: Literal["in-process", "remote"] = "in-process"
     avatar_agent_name: str = Field("dystream-avatar", description="agent name of the remote avatar worker")
-    identity: str = "dystream-avatar"
+    identity: str = Field(
+        "dystream-avatar",
+        min_length=1,
+        description="remote mode: the avatar worker's identity begins with this; each dispatch adds 96 random bits",
+    )
     random_weights: bool = Field(False, description="untrained model (tests, demos without weights)")
     size: Literal["full", "tiny"] = Field("full", description="tiny: small random model for tests")
     diagnostic_overlay: bool = Field(False, description="flash a patch on frames whose audio carries a beep")

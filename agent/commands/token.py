@@ -1,4 +1,10 @@
-"""`dystream token --room R`: print a user token for a room, for quick tests (e.g. with meet.livekit.io)."""
+"""`dystream token --room R`: print a user token for a room, for quick tests (e.g. with meet.livekit.io).
+
+A user token only: it never carries an agent's identity (LiveKit names agent participants ``agent-...``) or the
+avatar's (``avatar.identity`` and the dispatch's random part), whose holder would disconnect the real one and take
+its place, nor a wildcard room. It is short-lived: one hour by default, at most ``MAX_TTL_H``. A token is needed to
+join; a participant in the room stays connected after it expires (LiveKit refreshes it).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ import sys
 
 from agent.commands.connection import add_connection_args, settings_from
 from agent.errors import UserError
+
+DEFAULT_TTL_H = 1.0
+MAX_TTL_H = 12.0
+AGENT_IDENTITY_PREFIX = "agent-"  # the identity LiveKit gives an agent's job participant
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--room", required=True, help="room name")
     parser.add_argument("--identity", default="user", help="participant identity (default: user)")
     parser.add_argument("--name", help="display name")
-    parser.add_argument("--ttl", type=float, default=6.0, help="validity in hours (default: 6)")
+    parser.add_argument(
+        "--ttl",
+        type=float,
+        default=DEFAULT_TTL_H,
+        help=f"validity in hours for joining (default: {DEFAULT_TTL_H:g}, at most {MAX_TTL_H:g})",
+    )
     parser.add_argument("--agent", help="agent name to dispatch into the room when it is created")
     add_connection_args(parser, url=False)
     parser.set_defaults(run=run)
@@ -44,6 +59,17 @@ def make_token(
     return token.to_jwt()
 
 
+def check_user_identity(identity: str, *, avatar_prefix: str) -> None:
+    if not identity.strip():
+        raise UserError("--identity must not be empty")
+    for prefix, whose in ((AGENT_IDENTITY_PREFIX, "an agent's"), (avatar_prefix, "the avatar's")):
+        if identity.startswith(prefix):
+            raise UserError(
+                f"--identity {identity!r} looks like {whose} identity ({prefix}...): a user with it would replace "
+                "that participant; choose a user name that does not start with it"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     key, secret = settings.livekit.api_key, settings.livekit.api_secret.get_secret_value()
@@ -51,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("signing a token needs LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or --api-key/--api-secret)")
     if not args.room.strip():
         raise UserError("--room must not be empty")
-    if not args.identity.strip():
-        raise UserError("--identity must not be empty")
-    if not 0 < args.ttl <= 24 * 30:
-        raise UserError(f"--ttl {args.ttl} is out of range: give hours between 0 and 720")
+    if "*" in args.room:
+        raise UserError(f"--room {args.room!r} is a wildcard: a user token is for one room, give its exact name")
+    check_user_identity(args.identity, avatar_prefix=settings.avatar.identity)
+    if not 0 < args.ttl <= MAX_TTL_H:
+        raise UserError(f"--ttl {args.ttl:g} is out of range: give hours above 0 and at most {MAX_TTL_H:g}")
     token = make_token(
         key, secret, room=args.room, identity=args.identity, name=args.name, ttl_hours=args.ttl, agent=args.agent
     )

@@ -18,25 +18,30 @@ from bench.harness.scenario import Conversation, converse
 from bench.harness.server import LiveKitServer, ServerBuildError, server_binary
 from config.settings import get_settings
 
-MODES = ["remote", "in-process"]  # the order the modes are tested in: the files after the conversations use in-process
-# the order the files run in: the server restart disturbs every deployment, the secret scan reads every log
+MODES = ["remote", "in-process"]  # the order the modes are tested in: the files after them use in-process
+# the order the files run in; those of both modes run one mode after the other (its deployment alone on the machine),
+# remote first; the server restart disturbs every deployment, the secret scan reads every log
 FILE_ORDER = [
     "test_conversation.py",
+    "test_trust.py",
+    "test_linked_user.py",
     "test_held_engine.py",
     "test_rejoin.py",
     "test_soak.py",
     "test_server_restart.py",
     "test_secrets.py",
 ]
+BOTH_MODES = {"test_conversation.py", "test_trust.py", "test_linked_user.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = Path(str(item.fspath)).name
-        # one plugin mode after the other: its deployment alone on the machine while it is measured
         params = getattr(item, "callspec", None)
-        mode = params.params.get("mode", "") if params is not None else ""
-        return (FILE_ORDER.index(name) if name in FILE_ORDER else len(FILE_ORDER), MODES.index(mode) if mode else 0)
+        mode = params.params.get("mode") if params is not None else None
+        mode = mode or getattr(item.module, "MODE", "in-process")
+        group = MODES.index(mode) if name in BOTH_MODES else len(MODES)
+        return (group, FILE_ORDER.index(name) if name in FILE_ORDER else len(FILE_ORDER))
 
     e2e = [item for item in items if "tests/e2e/" in str(item.fspath)]
     others = [item for item in items if item not in e2e]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import pytest
 from livekit import api
 
@@ -80,12 +81,46 @@ def test_token_reads_the_key_and_secret_from_the_environment(monkeypatch, capsys
     assert api.TokenVerifier(KEY, SECRET).verify(capsys.readouterr().out.strip()).identity == "user"
 
 
+def test_a_token_is_short_lived(capsys) -> None:
+    def lifetime_h(*ttl: str) -> float:
+        assert main(["token", "--room", "r1", "--api-key", KEY, "--api-secret", SECRET, *ttl]) == 0
+        token = capsys.readouterr().out.strip()
+        claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience=None, options={"verify_aud": False})
+        return (claims["exp"] - claims["nbf"]) / 3600.0
+
+    assert lifetime_h() == pytest.approx(1.0, abs=0.01)
+    assert lifetime_h("--ttl", "12") == pytest.approx(12.0, abs=0.01)
+
+
+def test_the_avatar_prefix_a_token_refuses_follows_the_settings(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DYSTREAM_AVATAR__IDENTITY", "face")
+    args = ["token", "--room", "r1", "--api-key", KEY, "--api-secret", SECRET, "--identity"]
+    assert main([*args, "face-01ab"]) == 2
+    assert "the avatar's identity" in capsys.readouterr().err
+    assert main([*args, "dystream-avatar-fan"]) == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["token", "--room", "r1"], "LIVEKIT_API_KEY and LIVEKIT_API_SECRET"),
         (["token", "--room", "r1", "--api-key", KEY, "--api-secret", SECRET, "--ttl", "0"], "--ttl"),
         (["token", "--room", " ", "--api-key", KEY, "--api-secret", SECRET], "--room"),
+        (["token", "--room", "*", "--api-key", KEY, "--api-secret", SECRET], "wildcard"),
+        (["token", "--room", "demo*", "--api-key", KEY, "--api-secret", SECRET], "wildcard"),
+        (
+            ["token", "--room", "r1", "--identity", "dystream-avatar-3f2a", "--api-key", KEY, "--api-secret", SECRET],
+            "the avatar's identity",
+        ),
+        (
+            ["token", "--room", "r1", "--identity", "dystream-avatar", "--api-key", KEY, "--api-secret", SECRET],
+            "the avatar's identity",
+        ),
+        (
+            ["token", "--room", "r1", "--identity", "agent-AJ_x8Yk", "--api-key", KEY, "--api-secret", SECRET],
+            "an agent's identity",
+        ),
+        (["token", "--room", "r1", "--api-key", KEY, "--api-secret", SECRET, "--ttl", "13"], "at most 12"),
         (["start"], "LIVEKIT_URL"),
         (["dev", "--api-key", KEY, "--api-secret", SECRET], "LIVEKIT_URL"),
         (["avatar-worker", "--url", "ws://127.0.0.1:1"], "LIVEKIT_API_KEY"),

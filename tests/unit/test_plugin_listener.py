@@ -59,7 +59,10 @@ def test_pick_skips_the_agent_its_avatar_and_other_agents() -> None:
     linked = UserListener(room, feed=lambda pcm: None, vad=VadSettings(backend="webrtc"), linked_identity=lambda: "bob")
     assert linked.pick().identity == "bob"
     gone = UserListener(room, feed=lambda pcm: None, vad=VadSettings(backend="webrtc"), linked_identity=lambda: "carl")
-    assert gone.pick().identity == "alice"  # the linked user is not in the room: fall back to the rule
+    assert gone.pick() is None  # the linked user is not in the room: no one, not another user the agent does not hear
+    vad = VadSettings(backend="webrtc")
+    unlinked = UserListener(room, feed=lambda pcm: None, vad=vad, linked_identity=lambda: None)
+    assert unlinked.pick() is None  # the session has linked no one yet
 
 
 async def wait_until(condition, timeout: float = 5.0) -> None:
@@ -128,8 +131,14 @@ async def test_switches_to_the_linked_user() -> None:
         open_stream=open_stream,
     )
     listener.start()
-    await wait_until(lambda: opened == ["alice"])
+    await wait_until(lambda: not listener._changed.is_set())  # the first choice has been made
+    assert opened == [] and listener.user_identity is None  # the session has linked no one yet
     linked[0] = "bob"  # the agent session linked bob later: picked up by the periodic check
-    await wait_until(lambda: opened == ["alice", "bob"], timeout=3.0)
+    await wait_until(lambda: opened == ["bob"], timeout=3.0)
+    assert listener.user_identity == "bob"
+    room.leave("bob")  # bob drops: the agent hears no one, nor does the avatar (alice is still there)
+    await wait_until(lambda: listener.user_identity is None, timeout=3.0)
+    room.join("bob")  # bob is back: followed again
+    await wait_until(lambda: opened == ["bob", "bob"], timeout=3.0)
     assert listener.user_identity == "bob"
     await listener.aclose()

@@ -202,3 +202,32 @@ async def test_avatar_job_serves_the_agent_over_data_streams_and_rpc() -> None:
         finally:
             await pipeline.aclose()
             remote._active_sessions -= 1
+
+
+async def test_the_agent_names_the_user_its_session_listens_to_and_the_avatar_reads_only_the_agent() -> None:
+    agent_room = FakeRoom(local_identity="agent-1")
+    linked: list[str | None] = [None]
+    sharing = asyncio.create_task(remote.share_linked_user(agent_room, lambda: linked[0], interval_s=0.0))
+
+    async def shared() -> str | None:
+        for _ in range(5):  # a few rounds of the check
+            await asyncio.sleep(0)
+        return agent_room.local_participant.attributes.get(remote.LINKED_USER_ATTRIBUTE)
+
+    assert await shared() is None  # the session has linked no one yet
+    linked[0] = "alice"  # linked after the avatar was dispatched
+    assert await shared() == "alice"
+    linked[0] = None  # alice dropped: the session waits for her, the attribute still names her
+    assert await shared() == "alice"
+    linked[0] = "bob"
+    assert await shared() == "bob"
+    sharing.cancel()
+
+    avatar_room = FakeRoom(local_identity="dystream-avatar-1")
+    assert remote.linked_user_of(avatar_room, "agent-1") is None
+    avatar_room.join("mallory", **{remote.LINKED_USER_ATTRIBUTE: "mallory"})  # a user cannot name itself
+    assert remote.linked_user_of(avatar_room, "agent-1") is None
+    avatar_room.join(
+        "agent-1", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT, **{remote.LINKED_USER_ATTRIBUTE: "bob"}
+    )
+    assert remote.linked_user_of(avatar_room, "agent-1") == "bob"

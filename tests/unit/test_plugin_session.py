@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import re
 import wave
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from livekit.agents.utils import http_context
 from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
 from livekit.plugins import dystream
 from livekit.plugins.dystream.remote import DispatchInfo
-from livekit.plugins.dystream.send_pacing import PacedAudioOutput
 from livekit.plugins.dystream.testing import FakeRoom
+from livekit.plugins.dystream.trusted_output import AvatarAudioOutput
 
 from config.settings import Settings, get_settings
 
@@ -137,18 +138,22 @@ async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_clo
         await avatar.start(session, room=room)
         output = session.output.audio
         assert isinstance(output, DataStreamAudioOutput) and output.sample_rate == 16000
-        # a reply is sent at the pace it plays, the default lead ahead (send_pacing.py)
-        assert isinstance(output, PacedAudioOutput) and output._pacer.lead_s == 0.5
+        # a reply is sent at the pace it plays, the default lead ahead (send_pacing.py), to the avatar only
+        assert isinstance(output, AvatarAudioOutput) and output._pacer.lead_s == 0.5
         [(name, body)] = calls
         assert name == "CreateDispatch"
         request = api.CreateAgentDispatchRequest.FromString(body)
         info = DispatchInfo.from_json(request.metadata)
         assert (request.agent_name, request.room) == ("dystream-avatar", "fake-room")
-        assert (info.agent_identity, info.avatar_identity, info.portrait) == ("agent", "avatar-7", "/srv/me.png")
+        assert (info.agent_identity, info.portrait) == ("agent", "/srv/me.png")
+        # the identity is this dispatch's own: the configured prefix and 96 random bits
+        identity = info.avatar_identity
+        assert identity == avatar.avatar_identity and re.fullmatch(r"avatar-7-[0-9a-f]{24}", identity)
+        assert dystream.AvatarSession(mode="remote", avatar_identity="avatar-7").avatar_identity != identity
         assert info.options["model.steps"] == 4
         await avatar.aclose()
     removed = [api.RoomParticipantIdentity.FromString(body) for name, body in calls if name == "RemoveParticipant"]
-    assert [(r.room, r.identity) for r in removed] == [("fake-room", "avatar-7")]
+    assert [(r.room, r.identity) for r in removed] == [("fake-room", identity)]
 
 
 def test_remote_mode_needs_a_portrait_path() -> None:

@@ -10,10 +10,11 @@ Two modes (``mode=`` or ``settings.avatar.mode``):
   generator; the agent's own participant publishes ``avatar_audio``/``avatar_video``. The models are loaded once
   per process (``load_models``, ideally from the prewarm hook). ``aclose()`` never asks the server to remove a
   participant: the avatar's identity is the agent's own.
-- ``"remote"``: a separate avatar worker is dispatched into the room by LiveKit (see ``remote.py``); the agent
-  streams its speech to it with ``DataStreamAudioOutput(..., wait_remote_track=KIND_VIDEO,
-  wait_playback_start=True)``, paced to ``avatar.remote_send_lead_ms`` ahead of real time (``send_pacing.py``).
-  ``aclose()`` removes the avatar worker's participant (the base class does).
+- ``"remote"``: a separate avatar worker is dispatched into the room by LiveKit (see ``remote.py``), under an
+  identity made for this dispatch (``avatar.identity`` and 96 random bits). The agent streams its speech to it with
+  ``DataStreamAudioOutput(..., wait_remote_track=KIND_VIDEO, wait_playback_start=True)``, paced to
+  ``avatar.remote_send_lead_ms`` ahead of real time (``send_pacing.py``), and to the dispatched avatar only
+  (``trusted_output.py``). ``aclose()`` removes the avatar worker's participant (the base class does).
 
 Metrics: ``AvatarMetrics`` (avatar joined, playback latency) from the base class, and our ``FrameMetrics`` /
 ``SessionMetrics`` as ``"metrics_collected"`` events of this session (in-process; a remote worker logs them).
@@ -22,7 +23,9 @@ Metrics: ``AvatarMetrics`` (avatar joined, playback latency) from the base class
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -38,8 +41,8 @@ from .metrics import FrameMetrics, SessionMetrics
 from .models import load_models, prepare_portrait
 from .pcm import SAMPLE_RATE
 from .pipeline import AvatarPipeline
-from .remote import DispatchInfo, dispatch_avatar
-from .send_pacing import PacedAudioOutput
+from .remote import DispatchInfo, dispatch_avatar, share_linked_user
+from .trusted_output import AvatarAudioOutput
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
@@ -171,10 +174,13 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
                 "in remote mode the portrait must be a file path the avatar worker can read "
                 f"(got {type(self._portrait).__name__}); save the image and pass its path"
             )
+        # remote: the avatar worker's identity for this dispatch only, not one anyone can know in advance
+        self._remote_identity = f"{self._settings.avatar.identity}-{secrets.token_hex(12)}"
         self._models = models  # in-process: these networks instead of the process's cached ones
         self._credentials = (livekit_url, livekit_api_key, livekit_api_secret)
         self._pipeline: AvatarPipeline | None = None
         self._audio_output: QueueAudioOutput | DataStreamAudioOutput | None = None
+        self._share_task: asyncio.Task[None] | None = None
 
     @property
     def mode(self) -> Mode:
@@ -192,7 +198,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
     def avatar_identity(self) -> str:
         if self.mode == "in-process" and self._room is not None:
             return self._room.local_participant.identity  # the agent publishes the avatar's tracks itself
-        return self._settings.avatar.identity
+        return self._remote_identity
 
     @property
     def pipeline(self) -> AvatarPipeline | None:
@@ -231,14 +237,18 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
     async def _start_remote(self, agent_session: AgentSession, room: rtc.Room) -> None:
         info = DispatchInfo(
             agent_identity=room.local_participant.identity,
-            avatar_identity=self._settings.avatar.identity,
+            avatar_identity=self._remote_identity,
             user_identity=linked_user(agent_session),
             portrait=str(self._portrait) if self._portrait is not None else None,
             options=self._remote_options(),
         )
         url, key, secret = self._credentials
         await dispatch_avatar(room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret)
-        self._audio_output = PacedAudioOutput(
+        # the session links its user later (and again when the user comes back): the avatar worker follows it
+        self._share_task = asyncio.create_task(
+            share_linked_user(room, lambda: linked_user(agent_session)), name="dystream-share-linked-user"
+        )
+        self._audio_output = AvatarAudioOutput(
             room,
             lead_s=self._settings.avatar.remote_send_lead_ms / 1000.0,
             destination_identity=info.avatar_identity,
@@ -270,6 +280,11 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
             self._room.off("connection_state_changed", self._on_connection_state_changed)
             self._room = None
         await super().aclose()
+        if self._share_task is not None:
+            self._share_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._share_task
+            self._share_task = None
         if self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
             await pipeline.aclose()

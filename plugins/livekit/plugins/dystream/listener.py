@@ -1,8 +1,10 @@
 """The "other" stream: the linked user's microphone, followed through the call, fed to the engine as 16 kHz mono.
 
-Which user: the identity ``linked_identity()`` returns when it is in the room (in-process: the agent session's
-``room_io.linked_participant``; remote: the user the agent named in the dispatch metadata), else the first remote
-standard (or SIP) participant that is neither the agent nor publishing on behalf of the agent.
+Which user: the one the agent session listens to, when ``linked_identity`` is given (in-process: the session's
+``room_io.linked_participant``; remote: the user the agent names in its ``dystream.linked_user`` attribute), and no
+one while that user is not in the room or the session has linked no one yet: the avatar never listens to a second
+user the agent does not hear. Without ``linked_identity``: the first remote standard (or SIP) participant that is
+neither the agent nor publishing on behalf of the agent.
 
 Following: the choice is made again whenever someone joins or leaves, attributes change, the audio stream ends, or
 once a second (the agent session may link a user later). A new user gets a new ``rtc.AudioStream.from_participant``
@@ -97,9 +99,9 @@ class UserListener:
     def pick(self) -> rtc.Participant | None:
         """The participant to listen to now (see the module docstring)."""
         participants = dict(self._room.remote_participants)
-        linked = self._linked_identity() if self._linked_identity is not None else None
-        if linked and linked in participants:
-            return participants[linked]
+        if self._linked_identity is not None:
+            linked = self._linked_identity()
+            return participants.get(linked) if linked else None
         agent = self._agent_identity or self._room.local_participant.identity
         for participant in participants.values():
             if participant.identity == agent or participant.kind not in USER_KINDS:

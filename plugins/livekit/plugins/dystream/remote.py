@@ -11,7 +11,8 @@ identity the agent expects, with the attribute ``lk.publish_on_behalf`` = the ag
 the agent's RoomIO treat the avatar's tracks as the agent's); the job's token is scoped to that room by LiveKit.
 ``run_avatar_job`` connects, receives the speech with ``DataStreamAudioReceiver(room, sender_identity=agent)``,
 answers ``lk.playback_started`` / ``lk.playback_finished`` (the runner does, through the receiver), listens to the
-user, publishes ``avatar_audio``/``avatar_video``, and leaves when the agent leaves.
+user the agent's session listens to (the agent keeps it in its ``LINKED_USER_ATTRIBUTE``, ``share_linked_user``),
+publishes ``avatar_audio``/``avatar_video``, and leaves when the agent leaves.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 BuildEngine = Callable[[Any, Settings], Awaitable[tuple[Any, tuple[int, int]]]]
 _active_sessions = 0
 AGENT_WAIT_S = 30.0
+LINKED_USER_ATTRIBUTE = "dystream.linked_user"  # on the agent's participant: the user its session listens to
+LINKED_USER_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,28 @@ async def dispatch_avatar(
     return dispatch
 
 
+async def share_linked_user(
+    room: rtc.Room, linked: Callable[[], str | None], *, interval_s: float = LINKED_USER_CHECK_S
+) -> None:
+    """Agent side, until cancelled: keep ``LINKED_USER_ATTRIBUTE`` on the agent's participant equal to the user its
+    session listens to (``linked``), looked at every ``interval_s``: the session links a user after the avatar has
+    been dispatched, and links one again when the user leaves and comes back."""
+    shared = room.local_participant.attributes.get(LINKED_USER_ATTRIBUTE)
+    while True:
+        user = linked()
+        if user is not None and user != shared:
+            await room.local_participant.set_attributes({LINKED_USER_ATTRIBUTE: user})
+            shared = user
+        await asyncio.sleep(interval_s)
+
+
+def linked_user_of(room: rtc.Room, agent_identity: str) -> str | None:
+    """Avatar side: the user the agent listens to, from the agent's participant (only the agent sets its own
+    attributes; what other participants claim is not read)."""
+    agent = room.remote_participants.get(agent_identity)
+    return agent.attributes.get(LINKED_USER_ATTRIBUTE) if agent is not None else None
+
+
 async def accept_avatar_job(request: JobRequest) -> None:
     """The avatar worker's ``on_request``: join as the identity the agent expects, publishing on its behalf."""
     try:
@@ -183,7 +208,7 @@ async def run_avatar_job(
         settings=settings,
         video_size=size,
         agent_identity=info.agent_identity,
-        linked_identity=lambda: info.user_identity,
+        linked_identity=lambda: linked_user_of(room, info.agent_identity) or info.user_identity,
     )
     _active_sessions += 1
 

@@ -29,6 +29,7 @@ from .signals import SAMPLE_RATE, speech_end, speech_onset
 
 MIC_CHUNK = SAMPLE_RATE // 100  # 10 ms
 MIC_QUEUE_MS = 40
+RECEIVER_STATS_S = 0.5
 VIDEO_QUEUE_FRAMES = 25
 AVATAR_VIDEO_TRACK = "avatar_video"
 AVATAR_AUDIO_TRACK = "avatar_audio"
@@ -47,6 +48,16 @@ class VideoSample:
 class AudioChunk:
     t: float
     pcm: np.ndarray  # int16 mono at SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class ReceiverSample:
+    """What the WebRTC receiver reported about the avatar's audio: its jitter buffer's mean delay since the previous
+    sample, and the audio it had concealed so far (played though nothing had arrived for it)."""
+
+    t: float
+    jitter_buffer_ms: float
+    concealed_ms: float
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class UserClient:
         self.video: list[VideoSample] = []
         self.audio: list[AudioChunk] = []
         self.attributes: list[AttributeChange] = []
+        self.receiver: list[ReceiverSample] = []
         self._queue: list[Utterance] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=MIC_QUEUE_MS)
@@ -211,6 +223,7 @@ class UserClient:
             self._spawn(self._record_video(track))
         elif track.kind == rtc.TrackKind.KIND_AUDIO and publication.name == AVATAR_AUDIO_TRACK:
             self._spawn(self._record_audio(track))
+            self._spawn(self._record_receiver(track))
 
     async def _record_video(self, track: rtc.Track) -> None:
         stream = _VideoStream(track)
@@ -224,6 +237,24 @@ class UserClient:
                     self.first_video.set_result(rendered)
         finally:
             await stream.aclose()
+
+    async def _record_receiver(self, track: rtc.Track) -> None:
+        """Sample the receiver's statistics of the avatar's audio track every ``RECEIVER_STATS_S``."""
+        before: tuple[float, int] | None = None
+        while True:
+            await asyncio.sleep(RECEIVER_STATS_S)  # a sampling period, not a wait for anything
+            for stats in await track.get_stats():
+                if stats.WhichOneof("stats") != "inbound_rtp":
+                    continue
+                inbound = stats.inbound_rtp.inbound
+                delay, emitted = inbound.jitter_buffer_delay, inbound.jitter_buffer_emitted_count
+                if before is not None and emitted > before[1] and inbound.total_samples_received:
+                    concealed_s = (
+                        inbound.concealed_samples / inbound.total_samples_received * (inbound.total_samples_duration)
+                    )
+                    mean_ms = (delay - before[0]) / (emitted - before[1]) * 1000.0
+                    self.receiver.append(ReceiverSample(time.time(), mean_ms, concealed_s * 1000.0))
+                before = (delay, emitted)
 
     async def _record_audio(self, track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)

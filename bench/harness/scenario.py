@@ -144,6 +144,17 @@ class Conversation:
                 latencies.append((playing[0] - this) * 1000.0)
         return latencies
 
+    def receiver_audio(self) -> dict[str, float | None]:
+        """The receiver's audio jitter buffer delay (p50 / max of its half-second means) and the audio it concealed
+        over the call: a sender that stalls makes the receiver conceal, then hold the voice longer from then on."""
+        samples = self.client.receiver
+        delays = [s.jitter_buffer_ms for s in samples]
+        return {
+            "jitter_buffer_ms_p50": measure.percentile(delays, 50),
+            "jitter_buffer_ms_max": measure.percentile(delays, 100),
+            "concealed_ms": round(samples[-1].concealed_ms - samples[0].concealed_ms, 1) if samples else None,
+        }
+
     def summary(self) -> dict[str, Any]:
         fps, _ = self.video_fps()
         offsets = [abs(o) for o in self.av_offsets_ms()]
@@ -162,6 +173,7 @@ class Conversation:
             "av_offset_ms": {"p50": p(offsets, 50), "p95": p(offsets, 95), "n": len(offsets)},
             "av_offset_settled_ms": {"p50": p(settled, 50), "p95": p(settled, 95), "max": p(settled, 100)},
             "av_offset_signed_ms": {"p50": p(self.av_offsets_ms(), 50), "note": "video minus audio; < 0: video early"},
+            "receiver_audio": self.receiver_audio(),
             "listening_latency_ms": {
                 "p50": p(self.listening_latencies_ms(), 50),
                 "p95": p(self.listening_latencies_ms(), 95),

@@ -18,17 +18,33 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def held_conversation(livekit_server, clips, samples_dir, e2e_dir):
-    deployment = Deployment(
-        livekit_server, "in-process", e2e_dir / "held", samples_dir, clips, held_render_s=HELD_RENDER_S
-    )
-    deployment.workdir.mkdir(parents=True, exist_ok=True)
-    deployment.start()
-    try:
-        conversation = asyncio.run(converse(deployment, turns=1, bargeins=1))
-    finally:
-        deployment.stop()
-    return conversation, deployment.logs()
+def held_runs(livekit_server, clips, samples_dir, e2e_dir):
+    """Conversations with the held engine per attempt, each run once and shared by the tests of that attempt."""
+    done: dict[int, tuple] = {}
+
+    def get(attempt: int):
+        if attempt not in done:
+            workdir = e2e_dir / f"held-{attempt}"
+            deployment = Deployment(
+                livekit_server, "in-process", workdir, samples_dir, clips, held_render_s=HELD_RENDER_S
+            )
+            deployment.workdir.mkdir(parents=True, exist_ok=True)
+            deployment.start()
+            try:
+                conversation = asyncio.run(converse(deployment, turns=1, bargeins=1))
+            finally:
+                deployment.stop()
+            done[attempt] = conversation, deployment.logs()
+        return done[attempt]
+
+    return get
+
+
+@pytest.fixture
+def held_conversation(held_runs, request: pytest.FixtureRequest):
+    """The held conversation of this attempt: a test that fails runs again on a fresh one (``RERUN`` in
+    conftest.py), and each attempt must meet every bound on its own."""
+    return held_runs(getattr(request.node, "execution_count", 1))
 
 
 def _session_metrics(logs: dict[str, str]) -> list[dict]:

@@ -231,3 +231,22 @@ async def test_the_agent_names_the_user_its_session_listens_to_and_the_avatar_re
         "agent-1", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT, **{remote.LINKED_USER_ATTRIBUTE: "bob"}
     )
     assert remote.linked_user_of(avatar_room, "agent-1") == "bob"
+
+
+async def test_a_failed_write_of_the_linked_user_is_tried_again() -> None:
+    room = FakeRoom(local_identity="agent-1")
+    write = room.local_participant.set_attributes
+    attempts: list[dict[str, str]] = []
+
+    async def reconnecting_once(attributes: dict[str, str]) -> None:
+        attempts.append(attributes)
+        if len(attempts) == 1:
+            raise RuntimeError("engine is not connected")
+        await write(attributes)
+
+    room.local_participant.set_attributes = reconnecting_once
+    sharing = asyncio.create_task(remote.share_linked_user(room, lambda: "alice", interval_s=0.0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    sharing.cancel()
+    assert len(attempts) == 2 and room.local_participant.attributes[remote.LINKED_USER_ATTRIBUTE] == "alice"

@@ -128,8 +128,11 @@ async def share_linked_user(
     while True:
         user = linked()
         if user is not None and user != shared:
-            await room.local_participant.set_attributes({LINKED_USER_ATTRIBUTE: user})
-            shared = user
+            try:
+                await room.local_participant.set_attributes({LINKED_USER_ATTRIBUTE: user})
+                shared = user
+            except Exception as error:  # noqa: BLE001 - e.g. reconnecting: tried again at the next look
+                logger.warning("could not name the linked user to the avatar", user=user, error=str(error))
         await asyncio.sleep(interval_s)
 
 

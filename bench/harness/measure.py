@@ -159,8 +159,9 @@ def stretch(run: Sequence[float], every_s: float) -> float:
 
 
 def largest_hole_ms(times: np.ndarray, pcm: np.ndarray, start: float, end: float) -> float:
-    """The longest stretch between two arrival times with no sound (under ``SILENCE_RMS`` in 5 ms windows, or no
-    samples at all): the reply clips are never silent, so any is a hole in the avatar's voice."""
+    """The longest silence between two sounds from ``start`` to ``end`` (under ``SILENCE_RMS`` in 5 ms windows, or
+    samples that never arrived): the reply clips are never silent, so any is a hole in the avatar's voice. A silence
+    the window ends in is not a hole: the voice stopped there (a barge-in cut the reply, mid-beep at times)."""
     mask = (times >= start) & (times < end)
     t, x = times[mask], pcm[mask].astype(np.float64) / 32768.0
     if t.size == 0:
@@ -170,7 +171,9 @@ def largest_hole_ms(times: np.ndarray, pcm: np.ndarray, start: float, end: float
     quiet = np.sqrt((x[:n].reshape(-1, win) ** 2).mean(axis=1)) < SILENCE_RMS
     longest = run = 0
     for q in quiet:
-        run = run + 1 if q else 0
-        longest = max(longest, run)
+        if q:
+            run += 1
+        else:
+            longest, run = max(longest, run), 0
     gaps = np.diff(t) - 1.0 / SAMPLE_RATE  # samples that never arrived
     return max(longest * win * 1000.0 / SAMPLE_RATE, float(gaps.max(initial=0.0)) * 1000.0)

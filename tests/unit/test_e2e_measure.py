@@ -85,3 +85,26 @@ def test_utterance_onset_and_end_of_the_user_sample() -> None:
     padded = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.int16), pcm, np.zeros(SAMPLE_RATE // 2, np.int16)])
     assert speech_onset(padded) == pytest.approx(SAMPLE_RATE // 2 + speech_onset(pcm), abs=1)
     assert speech_end(padded) <= SAMPLE_RATE // 2 + len(pcm)
+
+
+def test_a_hole_is_a_silence_between_two_sounds_not_where_the_voice_was_cut(speech: np.ndarray) -> None:
+    clip = reply_clip(speech, seconds=5.0)
+    times, pcm = received(clip, start=100.0)
+    assert measure.largest_hole_ms(times, pcm, 100.0, 105.0) < 5.0
+
+    holed = clip.copy()
+    holed[SAMPLE_RATE : SAMPLE_RATE + SAMPLE_RATE // 20] = 0  # 50 ms of silence one second in
+    times, pcm = received(holed, start=100.0)
+    assert abs(measure.largest_hole_ms(times, pcm, 100.0, 105.0) - 50.0) <= 10.0
+
+    missing = np.r_[times[:SAMPLE_RATE], times[SAMPLE_RATE + 480 :]]  # 30 ms of samples never arrived
+    gapped = np.r_[pcm[:SAMPLE_RATE], pcm[SAMPLE_RATE + 480 :]]
+    assert abs(measure.largest_hole_ms(missing, gapped, 100.0, 105.0) - 30.0) <= 1.0
+
+    # a barge-in cuts the reply 30 ms into a beep: silence to the end of the window is not a hole
+    cut_at = int((beep_starts(5.0)[3] + 0.03) * SAMPLE_RATE)
+    cut = clip.copy()
+    cut[cut_at:] = 0
+    times, pcm = received(cut, start=100.0)
+    window_end = 100.0 + beep_starts(5.0)[3] + 0.2
+    assert measure.largest_hole_ms(times, pcm, 100.0, window_end) < 5.0

@@ -25,6 +25,7 @@ from livekit.plugins import dystream  # imported here so the worker's forkserver
 from livekit.plugins.dystream.capacity import calibrate_sessions
 
 from agent import pipeline
+from agent.dispatch_keeper import DispatchKeeper
 from agent.errors import UserError
 from agent.events import EventLog
 from config.log import get_logger
@@ -135,9 +136,11 @@ def run_server(
     devmode: bool,
     unregistered: bool = False,
     on_started: Callable[[], Awaitable[None]] | None = None,
+    keeper: DispatchKeeper | None = None,
 ) -> int:
     """Run ``server`` until SIGINT or SIGTERM; then drain its jobs (not in dev mode) and stop. A second signal
-    exits at once. ``on_started`` runs once the server is up; if it fails, the server stops with its error."""
+    exits at once. ``on_started`` runs once the server is up; if it fails, the server stops with its error.
+    ``keeper`` looks after the server's rooms while it runs (``agent.dispatch_keeper``)."""
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -158,14 +161,21 @@ def run_server(
             server.once("worker_started", lambda: asyncio.ensure_future(_started()))
 
         running = asyncio.create_task(server.run(devmode=devmode, unregistered=unregistered))
+        keeping: list[asyncio.Task[None]] = []
+        if keeper is not None:  # from registration on: a room dispatched again before would find no worker
+            server.once("worker_registered", lambda *_: keeping.append(asyncio.ensure_future(keeper.run())))
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if running in done:
             stopping.cancel()
+            for task in keeping:
+                task.cancel()
             exc = running.exception()
             if exc is not None:
                 raise UserError(f"the worker stopped: {exc}") from None
             return 0
+        for task in keeping:
+            task.cancel()  # a draining worker takes no new job: the rooms it finds go to the others
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, os._exit, 1)
         log.info("stopping worker", drain=not devmode)

@@ -216,6 +216,16 @@ class AgentSettings(BaseModel):
         None, ge=0, description="job processes kept warm (model loaded); default: livekit's (0 for dev, up to 4)"
     )
     initialize_timeout_s: float = Field(180.0, gt=0, description="time a job process has to load the model")
+    redispatch_every_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="with an agent name: how often the worker looks for rooms whose agent is gone (its worker died, "
+        "or no worker had room when the user came) and dispatches them again; 0: never",
+    )
+    redispatch_after_s: float = Field(
+        20.0, gt=0, le=3600, description="the time a dispatched agent has to join its room before it counts as gone"
+    )
     max_jobs: int | None = Field(
         None,
         ge=1,

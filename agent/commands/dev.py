@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     check_connection_settings(settings)
+    from agent.dispatch_keeper import dispatch_keeper
     from agent.worker import build_server, run_server
 
     http_port = args.http_port if args.http_port is not None else 0
-    return run_server(build_server(settings, http_port=http_port), devmode=True)
+    return run_server(build_server(settings, http_port=http_port), devmode=True, keeper=dispatch_keeper(settings))

@@ -24,9 +24,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     check_connection_settings(settings)
+    from agent.dispatch_keeper import dispatch_keeper
     from agent.worker import build_server, run_server
 
     server = build_server(settings, http_port=args.http_port)
     if args.drain_timeout is not None:
         server.update_options(drain_timeout=args.drain_timeout)
-    return run_server(server, devmode=False)
+    return run_server(server, devmode=False, keeper=dispatch_keeper(settings))

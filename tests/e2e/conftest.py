@@ -27,6 +27,7 @@ FILE_ORDER = [
     "test_linked_user.py",
     "test_held_engine.py",
     "test_rejoin.py",
+    "test_dispatch_recovery.py",
     "test_soak.py",
     "test_server_restart.py",
     "test_secrets.py",

@@ -47,7 +47,7 @@ class WorkerProcess:
             cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,  # not a session of its own: one scheduling group with the rest (priority.py)
             preexec_fn=priority.normal,
         )
         log.close()
@@ -103,7 +103,7 @@ class WorkerProcess:
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float, *, group: bool = False) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; with ``group``, its whole process group (``start_new_session``) too."""
+    """SIGTERM, then SIGKILL after ``timeout``; with ``group``, its whole process group (``process_group``) too."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)

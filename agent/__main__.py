@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# torch's OpenMP threads spin while they wait for each other: with another busy process on the machine, a spinning
+# thread keeps its peer off the CPU, and every operator waits a scheduler slice. Measured on 2 cores beside a CPU hog
+# (`stress-ng --cpu 1`): a tiny-model render of 3 s took 144 s with spinning, 3.1 s with passive waits (2.8 and 4.9 s
+# on a quiet machine). Set before torch loads (the commands import it); a value from the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMANDS = ["render", "download-files", "token", "dev", "start", "connect", "avatar-worker"]
 

@@ -222,3 +222,14 @@ def test_the_console_script_reports_a_bad_setting_without_a_traceback() -> None:
     result = run_cli("token", "--room", "r", "--identity", "u", env={"DYSTREAM_STREAM__FPS": "0"})
     assert result.returncode == 2
     assert result.stderr == "dystream: error: DYSTREAM_STREAM__FPS=0 is invalid: should be greater than or equal to 1\n"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_torch_threads_wait_passively_unless_the_environment_says_otherwise(given: str | None, expected: str) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    probe = "import agent.__main__, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected

@@ -182,7 +182,9 @@ def test_the_video_keeps_the_umask_mode_and_stale_temporary_files_go(tmp_path: P
 
 def test_sigterm_during_a_render_leaves_no_temporary_file(tmp_path: Path) -> None:
     out = tmp_path / "video.mp4"
-    args = ["--image", str(sample("portrait.png")), "--self", str(sample("dyadic_self.wav")), "--out", str(out)]
+    (tmp_path / "voice").mkdir()
+    voice = short_wav(tmp_path / "voice" / "self.wav", sample("dyadic_self.wav"), 3.0)  # 75 frames to render
+    args = ["--image", str(sample("portrait.png")), "--self", str(voice), "--out", str(out)]
     render = subprocess.Popen([sys.executable, "-m", "agent", "render", *args, *TINY], cwd=REPO)
     try:
         deadline = time.monotonic() + 300
@@ -194,7 +196,7 @@ def test_sigterm_during_a_render_leaves_no_temporary_file(tmp_path: Path) -> Non
         assert render.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         render.kill()
-    left = [p.name for p in tmp_path.iterdir() if p.name != "portraits"]  # (the fixture's portrait cache)
+    left = [p.name for p in tmp_path.iterdir() if p.name not in {"portraits", "voice"}]  # (the test's own inputs)
     assert left == [], f"a temporary or partial file was left behind: {left}"
 
 

@@ -166,16 +166,14 @@ def run_server(
             server.once("worker_registered", lambda *_: keeping.append(asyncio.ensure_future(keeper.run())))
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in keeping:
+            task.cancel()  # a stopped or draining worker takes no new job: the rooms it finds go to the others
         if running in done:
             stopping.cancel()
-            for task in keeping:
-                task.cancel()
             exc = running.exception()
             if exc is not None:
                 raise UserError(f"the worker stopped: {exc}") from None
             return 0
-        for task in keeping:
-            task.cancel()  # a draining worker takes no new job: the rooms it finds go to the others
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, os._exit, 1)
         log.info("stopping worker", drain=not devmode)

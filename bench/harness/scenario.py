@@ -189,7 +189,7 @@ class Conversation:
         }
 
 
-async def _until(predicate, timeout: float, what: str, poll: float = 0.05):
+async def until(predicate, timeout: float, what: str, poll: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -240,14 +240,14 @@ class Session:
             states = self.client.states()
             return not playing and bool(states) and states[-1].value == "idle"
 
-        await _until(quiet, timeout, "the agent to finish speaking and the avatar to be idle")
+        await until(quiet, timeout, "the agent to finish speaking and the avatar to be idle")
 
     async def wait_playback_started(self, after: float, timeout: float = 20.0) -> float:
-        found = await _until(lambda: self.events_after("playback_started", after), timeout, "playback_started")
+        found = await until(lambda: self.events_after("playback_started", after), timeout, "playback_started")
         return found[0]["t"]
 
     async def wait_playback_finished(self, after: float, timeout: float = 30.0) -> dict[str, Any]:
-        found = await _until(lambda: self.events_after("playback_finished", after), timeout, "playback_finished")
+        found = await until(lambda: self.events_after("playback_finished", after), timeout, "playback_finished")
         return found[0]
 
     async def user_turn(self, timeout: float = 10.0) -> Turn:
@@ -262,8 +262,8 @@ class Session:
             return measure.first_state_after(self.client.states(), onset - 0.05, USER_STATES)
 
         with contextlib.suppress(TimeoutError):  # the tests report what did not happen
-            turn.listening_at = await _until(listening, 3.0, "the avatar to show listening")
-            turn.released_at = await _until(lambda: self._released(end), 3.0, "the state to leave listening")
+            turn.listening_at = await until(listening, 3.0, "the avatar to show listening")
+            turn.released_at = await until(lambda: self._released(end), 3.0, "the state to leave listening")
         return turn
 
     def _released(self, end: float) -> float | None:
@@ -281,9 +281,9 @@ class Session:
         bargein = BargeIn(onset=onset)
         self.conversation.bargeins.append(bargein)
         with contextlib.suppress(TimeoutError):  # the tests report what did not happen
-            interrupted = await _until(lambda: self.events_after("speech_interrupted", onset), 10.0, "interruption")
+            interrupted = await until(lambda: self.events_after("speech_interrupted", onset), 10.0, "interruption")
             bargein.interrupted_at = interrupted[0]["t"]
-            finished = await _until(
+            finished = await until(
                 lambda: [e for e in self.events_after("playback_finished", onset) if e.get("interrupted")],
                 10.0,
                 "playback_finished(interrupted=True)",
@@ -301,7 +301,7 @@ class Session:
         assert self.conversation is not None
         await self.client.leave()
         if wait_closed:
-            await _until(lambda: self.events_after("session_closed", 0.0), 30.0, "the agent's session to close")
+            await until(lambda: self.events_after("session_closed", 0.0), 30.0, "the agent's session to close")
         self.conversation.events = self.events()
         return self.conversation
 

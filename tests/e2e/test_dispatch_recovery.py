@@ -13,7 +13,7 @@ import pytest
 
 from agent.events import read_events
 from bench.harness.deployment import Deployment
-from bench.harness.scenario import Session, _until
+from bench.harness.scenario import Session, until
 
 ROOMS = 3
 REDISPATCH_AFTER_S = 10.0
@@ -57,8 +57,8 @@ async def rooms_survive_their_worker(deployment: Deployment) -> dict[str, float]
 
         back: dict[str, float] = {}
         for session in sessions:
-            await _until(lambda s=session: sessions_started(deployment, s.room, killed_at), 120.0, "an agent again")
-            await _until(lambda s=session: video_again(s), 60.0, f"avatar video in {session.room} again")
+            await until(lambda s=session: sessions_started(deployment, s.room, killed_at), 120.0, "an agent again")
+            await until(lambda s=session: video_again(s), 60.0, f"avatar video in {session.room} again")
             back[session.room] = sessions_started(deployment, session.room, killed_at)[0]["t"] - killed_at
         return back
     finally:

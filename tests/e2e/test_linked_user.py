@@ -13,7 +13,7 @@ import pytest
 
 from bench.harness import measure
 from bench.harness.client import UserClient, user_token
-from bench.harness.scenario import USER_STATES, Session, _until
+from bench.harness.scenario import USER_STATES, Session, until
 
 MODES = ["remote", "in-process"]
 pytestmark = pytest.mark.timeout(300)
@@ -35,7 +35,7 @@ async def bob_then_alice(session: Session, alice: UserClient, bob: UserClient) -
     await asyncio.wait_for(bob_says.ended, 10.0)
     alice_says = alice.speak(clip)
     alice_onset = await asyncio.wait_for(alice_says.onset, 10.0)
-    shown = await _until(
+    shown = await until(
         lambda: measure.first_state_after(alice.states(), bob_onset - 0.05, USER_STATES),
         alice_onset - bob_onset + SHOWN_WITHIN_S + 5.0,
         "the avatar to show listening",

@@ -16,7 +16,7 @@ import pytest
 from livekit import rtc
 
 from bench.harness.client import user_token
-from bench.harness.scenario import Session, _until
+from bench.harness.scenario import Session, until
 
 pytestmark = pytest.mark.timeout(300)
 MODE = "remote"  # an avatar of its own exists in remote mode only (in-process, the agent publishes the avatar)
@@ -43,7 +43,7 @@ async def impostor_visit(deployment) -> dict:
             server.url, user_token(server.api_key, server.api_secret, session.room, avatar.identity, None)
         )
         try:
-            replaced = await _until(
+            replaced = await until(
                 lambda: (
                     avatar.identity in user_room.remote_participants
                     and user_room.remote_participants[avatar.identity].kind != AGENT_KIND
@@ -62,8 +62,8 @@ async def impostor_visit(deployment) -> dict:
             # the user talks; the agent answers, and its output refuses to send the answer to the impostor
             turn_started = time.time()
             await session.user_turn()
-            await _until(lambda: session.events_after("speech_created", turn_started), 20.0, "the agent's answer")
-            await _until(lambda: REFUSED_LOG in agent_log_now(deployment), 20.0, "the agent to refuse the impostor")
+            await until(lambda: session.events_after("speech_created", turn_started), 20.0, "the agent's answer")
+            await until(lambda: REFUSED_LOG in agent_log_now(deployment), 20.0, "the agent to refuse the impostor")
             return {
                 "avatar_identity": avatar.identity,
                 "replaced": replaced,

@@ -12,13 +12,15 @@ time that holds").
 The clock runs on the event loop and owns the timeline: at each tick it takes 40 ms of each stream and hands the
 self audio out at once, whatever the model is doing, so the voice keeps real-time rate and never waits for a
 picture. The tick then goes to the motion thread, which always works on the newest tick: the audio of every tick
-enters the model's window, but when it is behind it generates a latent only for the newest and interpolates the
-ones in between. The render thread always renders the newest latent. A picture that comes too late for its tick is
-dropped by the publisher, which repeats the last one. ``QualityGovernor`` (``avatar.stream_ladder``) moves the
-engine down the quality ladder when a thread cannot keep up and back up with hysteresis. The two model threads run
-at a lower CPU priority (``stream.worker_nice``) than the event loop and LiveKit's media threads, and the
-process's GIL switch interval is set from ``stream.gil_switch_interval_ms`` (Python's 5 ms by default; shorter lets
-the loop, which releases the GIL at every native call, take it back sooner from the model threads).
+enters the model's window, but when it is behind it generates a latent only for the newest and interpolates the ones
+in between. On a rung that skips ticks, the ticks it generates and renders follow the sound onsets of the agent's
+voice (``avatar.stream_keyframes``). The render thread always renders the newest latent. A picture that comes too
+late for its tick is dropped by the publisher, which repeats the last one. ``QualityGovernor``
+(``avatar.stream_ladder``) moves the engine down the quality ladder when a thread cannot keep up and back up with
+hysteresis. The two model threads run at a lower CPU priority (``stream.worker_nice``) than the event loop and
+LiveKit's media threads, and the process's GIL switch interval is set from ``stream.gil_switch_interval_ms``
+(Python's 5 ms by default; shorter lets the loop, which releases the GIL at every native call, take it back sooner
+from the model threads).
 
 ``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and
@@ -46,6 +48,7 @@ from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer
 from avatar.stream_clock import FrameClock
 from avatar.stream_core import STAGES, StageTimer, StreamCore
+from avatar.stream_keyframes import Keyframes
 from avatar.stream_ladder import QualityGovernor, ladder, rung_index
 from avatar.stream_queues import (
     FRAME_SAMPLES,
@@ -96,6 +99,7 @@ class StreamFrame:
     rung: str  # the quality rung it was made at
     render_every: int  # the rung renders every n-th tick (the picture stands for n ticks)
     tick: AudioTick  # what the tick played and heard
+    onset: bool = False  # a sound starts in the tick: the picture stands for the ticks from its own on
     latent: np.ndarray | None = field(default=None, repr=False)  # [512] motion latent
 
 
@@ -379,7 +383,7 @@ class AvatarStream:
     def _run_motion(self) -> None:
         torch.set_grad_enabled(False)
         _lower_priority(self.settings.worker_nice)
-        last_generated = last_rendered = -(10**9)
+        keyframes = Keyframes()
         try:
             while (batch := self._inbox.take_all()) is not None:
                 started = time.perf_counter()
@@ -394,16 +398,15 @@ class AvatarStream:
                         self_tick.audio, other_tick.audio, self_tick.lookahead, other_tick.lookahead, encode=encode
                     )
                     timer.lap("audio")
-                    if i < newest or tick.index - last_generated < rung.motion_every:
+                    plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.lookahead, behind=newest - i)
+                    if not plan.generate:
                         self.core.skip()
                         continue
                     latent = self.core.generate(rung, timer)
-                    last_generated = tick.index
                     self._generated += 1
                     generated += 1
-                    if tick.index - last_rendered >= rung.render_every:
-                        last_rendered = tick.index
-                        replaced = self._mailbox.put((tick, latent, rung, timer.done()))
+                    if plan.render:
+                        replaced = self._mailbox.put((tick, latent, rung, plan.onset, timer.done()))
                         self.governor.report("render", 0.0, due=1, missed=int(replaced))
                 due = len(batch) / rung.motion_every  # the latents this rung generates for these ticks
                 busy = time.perf_counter() - started
@@ -418,7 +421,7 @@ class AvatarStream:
         _lower_priority(self.settings.worker_nice)
         last_summary = time.perf_counter()
         while (items := self._mailbox.take_all()) is not None:
-            tick, latent, rung, timings = items[-1]
+            tick, latent, rung, onset, timings = items[-1]
             try:
                 started = time.perf_counter()
                 rgb = self.core.render(latent)
@@ -432,6 +435,7 @@ class AvatarStream:
                     timings_ms=timings,
                     rung=rung.name,
                     render_every=rung.render_every,
+                    onset=onset,
                     tick=tick,
                     latent=latent.cpu().numpy(),
                 )

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from livekit.plugins.dystream.pacer import FrameSlots
+from livekit.plugins.dystream.pacer import FrameSlots, picture_slot
 from livekit.plugins.dystream.testing import HeldRenderer
 from PIL import Image
 from tqdm import tqdm
@@ -431,13 +431,13 @@ def _published(ticks: list[AudioTick], pictures: list[StreamFrame]) -> dict[str,
     render_every = 1
     for at, kind, item in events:
         if kind == 0:
-            slots.add_picture(item.index, item)
+            slots.add_picture(picture_slot(item.index, item.render_every, item.onset), item)
             render_every = item.render_every
             continue
         slots.add_slot(item.index, at)
         shown = slots.take(at)
-        if shown is not None:  # the picture's centre (a rung rendering every n-th tick shows it for n) vs the sound
-            lags.append((item.index - shown.index - (render_every - 1) / 2) * 40.0)
+        if shown is not None:  # the tick heard now (slots are early by half a rung's n) vs the picture's tick
+            lags.append((item.index - (render_every - 1) / 2 - shown.index) * 40.0)
     return {
         "slots": len(ticks),
         "shown": slots.shown,

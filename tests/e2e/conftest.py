@@ -35,7 +35,13 @@ FILE_ORDER = [
 BOTH_MODES = {"test_conversation.py", "test_trust.py", "test_linked_user.py"}
 # real-time bounds on a shared 2-core machine: a test that fails runs again on a fresh conversation of its own (each
 # attempt must meet every bound on its own; see `conversations`)
-RERUN = {"test_conversation.py": 3, "test_held_engine.py": 2, "test_linked_user.py": 2, "test_rejoin.py": 2}
+RERUN = {
+    "test_conversation.py": 3,
+    "test_held_engine.py": 2,
+    "test_linked_user.py": 2,
+    "test_rejoin.py": 2,
+    "test_soak.py": 1,
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

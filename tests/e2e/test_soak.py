@@ -57,10 +57,8 @@ def test_two_minutes_without_drift_or_memory_growth(deployments) -> None:
         problems.append(f"only {len(offsets)} beep/flash pairs in {SOAK_S:.0f} s")
     else:
         # drift: the trend of the offset over the soak, by more than a frame. A trend, not the last 30 s against the
-        # first: on a rung that renders every n-th tick a beep's flash lands up to (n-1)/2 ticks either side of it,
-        # by where the beep falls between rendered ticks; that phase holds for a whole reply (its beeps are 15 ticks
-        # apart) and changes from reply to reply, so two windows of a few replies differ by up to 80 ms with no drift
-        # at all, while the centred pictures keep the mean, and so the trend, where it was.
+        # first: a single flash can come a picture late (a beep's first picture rendered after its slot), and a few
+        # of them in one window would read as drift.
         t = np.array([t for t, _ in pairs])
         slope, _ = np.polyfit(t - t[0], np.array(offsets), 1)
         drift = abs(float(slope) * float(t[-1] - t[0]))

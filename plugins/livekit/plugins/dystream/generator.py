@@ -74,7 +74,8 @@ class TickVideo:
     index: int
     frame: rtc.VideoFrame
     rung: str  # the quality rung it was made at
-    render_every: int = 1  # the rung renders every n-th tick: this picture stands for ticks index … index + n - 1
+    render_every: int = 1  # the rung renders every n-th tick: this picture stands for n ticks
+    onset: bool = False  # a sound starts in tick ``index``: the picture stands for the ticks from it on
 
 
 Item = TickAudio | TickVideo | AudioSegmentEnd
@@ -279,7 +280,7 @@ class DyStreamVideoGenerator(VideoGenerator):
         height, width = rgb.shape[:2]
         data = memoryview(np.ascontiguousarray(rgb).reshape(-1))
         video = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGB24, data)
-        self._pending.append(TickVideo(frame.index, video, frame.rung, frame.render_every))
+        self._pending.append(TickVideo(frame.index, video, frame.rung, frame.render_every, frame.onset))
         if frame.rung != self._rung:
             if self._rung is not None:
                 logger.info("avatar quality rung changed", rung=frame.rung, previous=self._rung, tick=frame.index)

@@ -7,7 +7,8 @@
    receivers hold audio in their jitter buffer longer than video). A pacing task captures, at each slot, the tick's
    picture if it has come and else the last one again (``FrameSlots``): the track keeps its frame rate, a late
    picture is dropped rather than shown late, and the video follows the audio. On a rung that renders every n-th
-   tick, a picture stands for n ticks and is shown centred on them.
+   tick, a picture stands for n ticks and is shown centred on them; one made where a sound starts is shown from its
+   own tick on (``picture_slot``).
 
 2. The video is published at the stream's frame rate. ``AvatarRunner`` publishes with the SDK's default encoding,
    which picks a preset from the frame size: small frames (the 128 px test model) are capped at 15 fps. Both tracks
@@ -36,7 +37,7 @@ from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarOp
 from .generator import TickAudio, TickVideo
 from .log import logger, stdlib_logger
 from .metrics import MetricsRecorder
-from .pacer import FrameSlots
+from .pacer import FrameSlots, picture_slot
 from .playout import PlayoutSource
 
 MIN_BITRATE = 300_000
@@ -107,7 +108,7 @@ class DyStreamRunner(AvatarRunner):
             if not self._video_publication:
                 await self._publish_track()
             if isinstance(item, TickVideo):
-                self._slots.add_picture(item.index, item.frame)
+                self._slots.add_picture(picture_slot(item.index, item.render_every, item.onset), item.frame)
                 self._render_every = item.render_every
                 continue
             if not isinstance(item, TickAudio):

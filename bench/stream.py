@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from livekit.plugins.dystream.pacer import FrameSlots, picture_slot
+from livekit.plugins.dystream.pacer import FrameSlots
 from livekit.plugins.dystream.testing import HeldRenderer
 from PIL import Image
 from tqdm import tqdm
@@ -428,16 +428,14 @@ def _published(ticks: list[AudioTick], pictures: list[StreamFrame]) -> dict[str,
         [(t.taken_at + delay, 1, t) for t in ticks] + [(p.created_at, 0, p) for p in pictures], key=lambda e: e[:2]
     )
     lags = []
-    render_every = 1
     for at, kind, item in events:
         if kind == 0:
-            slots.add_picture(picture_slot(item.index, item.render_every, item.onset), item)
-            render_every = item.render_every
+            slots.add_picture(item.index, item)
             continue
         slots.add_slot(item.index, at)
         shown = slots.take(at)
-        if shown is not None:  # the tick heard now (slots are early by half a rung's n) vs the picture's tick
-            lags.append((item.index - (render_every - 1) / 2 - shown.index) * 40.0)
+        if shown is not None:  # the tick heard now vs the tick of the picture shown
+            lags.append((item.index - shown.index) * 40.0)
     return {
         "slots": len(ticks),
         "shown": slots.shown,
@@ -546,8 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         "voice.largest_hole_ms": "the longest wait between two ticks of a reply beyond their 40 ms",
         "published": "FrameSlots (the plugin's publisher) driven with each tick's slot at its hand-out time + "
         "playout lead + video delay and each picture from when it was ready: slots, pictures shown at their own "
-        "slot, repeated slots, dropped pictures; av_offset_ms: the shown picture's tick (centred on the ticks it "
-        "stands for) behind the tick being heard, p50 and p95 of the absolute value",
+        "slot, repeated slots, dropped pictures; av_offset_ms: the tick being heard minus the shown "
+        "picture's tick, p50 and p95 of the absolute value",
         "held": "the same real-time run with each picture held to at least --held-render-s",
         "sessions": "--sessions real-time runs at once in one process, half as long (several calls on one machine)",
         "ladder": "each rung on the first --ladder-frames of the dyadic sample, not paced: motion and render ms per "

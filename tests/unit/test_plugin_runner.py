@@ -15,6 +15,7 @@ import pytest
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, QueueAudioOutput, VideoGenerator
 from livekit.plugins.dystream.generator import DyStreamVideoGenerator, TickAudio, TickVideo
+from livekit.plugins.dystream.metrics import MetricsRecorder
 from livekit.plugins.dystream.runner import DyStreamRunner
 from livekit.plugins.dystream.testing import FakeRoom, tiny_engine
 
@@ -171,4 +172,29 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
         generator.items.put_nowait(item)
     event = await agent.wait_for_playout()
     assert (agent.started, event.interrupted, round(event.playback_position, 3)) == (1, False, 0.04)
+    await runner.aclose()
+
+
+async def test_a_picture_that_comes_after_its_slot_is_dropped_and_counted() -> None:
+    """A picture whose audio has already been heard is not shown, and the session metrics count it as dropped."""
+    options = AvatarOptions(video_width=64, video_height=64, video_fps=25, audio_sample_rate=16000, audio_channels=1)
+    audio = QueueAudioOutput(sample_rate=16000, wait_playback_start=True)
+    generator = ScriptedGenerator()
+    metrics = MetricsRecorder(fps=25)
+    runner = DyStreamRunner(FakeRoom(), audio_recv=audio, video_gen=generator, options=options, metrics=metrics)
+    await runner.start()
+    video = rtc.VideoFrame(64, 64, rtc.VideoBufferType.RGB24, bytes(64 * 64 * 3))
+    for item in (TickAudio(0, None), TickVideo(0, video, "third"), *(TickAudio(k, None) for k in range(1, 8))):
+        generator.items.put_nowait(item)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while metrics.summary().video["shown"] < 1 or metrics.summary().video["repeated"] < 2:  # slots 1, 2 have passed
+        assert loop.time() < deadline, metrics.summary().video
+        await asyncio.sleep(0.01)
+    generator.items.put_nowait(TickVideo(1, video, "third"))  # tick 1's slot is gone
+    generator.items.put_nowait(TickAudio(8, None))
+    while metrics.summary().video["dropped"] < 1:
+        assert loop.time() < deadline, metrics.summary().video
+        await asyncio.sleep(0.01)
+    assert metrics.summary().video["shown"] == 1
     await runner.aclose()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from livekit.plugins.dystream.diagnostics import has_beep
-from livekit.plugins.dystream.pacer import picture_slot
 
 from avatar.stream_keyframes import Keyframes, OnsetFinder
 from avatar.stream_ladder import ladder
@@ -95,10 +94,3 @@ def test_when_behind_only_the_newest_tick_or_a_recent_onset_is_worked_on() -> No
     stale = Keyframes()
     stale.plan(0, rung, quiet, no_lookahead)
     assert not stale.plan(1, rung, loud, no_lookahead, behind=3).generate, "an onset a whole picture behind"
-
-
-def test_an_onset_picture_shows_from_its_own_tick_and_others_centred() -> None:
-    assert picture_slot(9, 3, onset=True) == 10, "slots are a tick early on a rung rendering every 3rd tick"
-    assert picture_slot(9, 3, onset=False) == 9
-    assert picture_slot(9, 1, onset=True) == 9
-    assert picture_slot(9, 2, onset=True) == 9

@@ -74,8 +74,6 @@ class TickVideo:
     index: int
     frame: rtc.VideoFrame
     rung: str  # the quality rung it was made at
-    render_every: int = 1  # the rung renders every n-th tick: this picture stands for n ticks
-    onset: bool = False  # a sound starts in tick ``index``: the picture stands for the ticks from it on
 
 
 Item = TickAudio | TickVideo | AudioSegmentEnd
@@ -280,7 +278,7 @@ class DyStreamVideoGenerator(VideoGenerator):
         height, width = rgb.shape[:2]
         data = memoryview(np.ascontiguousarray(rgb).reshape(-1))
         video = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGB24, data)
-        self._pending.append(TickVideo(frame.index, video, frame.rung, frame.render_every, frame.onset))
+        self._pending.append(TickVideo(frame.index, video, frame.rung))
         if frame.rung != self._rung:
             if self._rung is not None:
                 logger.info("avatar quality rung changed", rung=frame.rung, previous=self._rung, tick=frame.index)

@@ -19,14 +19,6 @@ from typing import Generic, TypeVar
 Picture = TypeVar("Picture")
 
 
-def picture_slot(index: int, render_every: int, onset: bool) -> int:
-    """The tick whose slot shows the picture of tick ``index``. On a rung that renders every n-th tick the runner
-    puts the slots (n - 1) / 2 ticks early, so that a picture is centred on the n ticks it stands for. A picture made
-    where a sound starts (``onset``) stands for the ticks from its own on: it goes (n - 1) // 2 ticks later, so that
-    it shows when the sound is heard."""
-    return index + (render_every - 1) // 2 if onset else index
-
-
 class FrameSlots(Generic[Picture]):
     def __init__(self, period_s: float) -> None:
         self.period = period_s

@@ -7,8 +7,8 @@
    receivers hold audio in their jitter buffer longer than video). A pacing task captures, at each slot, the tick's
    picture if it has come and else the last one again (``FrameSlots``): the track keeps its frame rate, a late
    picture is dropped rather than shown late, and the video follows the audio. On a rung that renders every n-th
-   tick, a picture stands for n ticks and is shown centred on them; one made where a sound starts is shown from its
-   own tick on (``picture_slot``).
+   tick, each picture shows from its own tick's slot until the next one; the engine puts its pictures where sounds
+   start (``avatar.stream_keyframes``), so a sound and the picture that shows it start together.
 
 2. The video is published at the stream's frame rate. ``AvatarRunner`` publishes with the SDK's default encoding,
    which picks a preset from the frame size: small frames (the 128 px test model) are capped at 15 fps. Both tracks
@@ -37,7 +37,7 @@ from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarOp
 from .generator import TickAudio, TickVideo
 from .log import logger, stdlib_logger
 from .metrics import MetricsRecorder
-from .pacer import FrameSlots, picture_slot
+from .pacer import FrameSlots
 from .playout import PlayoutSource
 
 MIN_BITRATE = 300_000
@@ -76,7 +76,6 @@ class DyStreamRunner(AvatarRunner):
             audio_source=self._playout, video_source=self._video_source, video_fps=options.video_fps
         )
         self._pace_task: asyncio.Task[None] | None = None
-        self._render_every = 1  # of the engine's current rung
         self._clears = 0
 
     def video_encoding(self) -> rtc.VideoEncoding:
@@ -108,8 +107,10 @@ class DyStreamRunner(AvatarRunner):
             if not self._video_publication:
                 await self._publish_track()
             if isinstance(item, TickVideo):
-                self._slots.add_picture(picture_slot(item.index, item.render_every, item.onset), item.frame)
-                self._render_every = item.render_every
+                dropped = self._slots.dropped
+                self._slots.add_picture(item.index, item.frame)
+                if self._metrics is not None and self._slots.dropped > dropped:  # it came after its slot
+                    self._metrics.on_late_picture()
                 continue
             if not isinstance(item, TickAudio):
                 continue
@@ -123,10 +124,7 @@ class DyStreamRunner(AvatarRunner):
                 if self._playback_position == 0.0 and item.frame.duration > 0.0:
                     self._notify(self._audio_recv.notify_playback_started())
                 self._playback_position += item.frame.duration
-            # a picture that stands for n ticks is shown centred on them: a sound anywhere in its span is off by at
-            # most half of it, and by nothing on average (instead of by half of it on average)
-            centre = (self._render_every - 1) / 2 * self._frame_s
-            self._slots.add_slot(item.index, starts_at + self._video_delay_s - centre)
+            self._slots.add_slot(item.index, starts_at + self._video_delay_s)
 
     @log_exceptions(logger=stdlib_logger)
     async def _pace_video(self) -> None:

@@ -184,6 +184,12 @@ class AvatarSettings(BaseModel):
         description="remote mode: the agent sends its speech to the avatar worker at most this far ahead of real time "
         "(a whole reply at once delayed the worker's own audio)",
     )
+    redispatch_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="remote mode: a dispatch of the avatar worker that no worker has taken after this long is made "
+        "again (one made while every avatar worker was full is never taken)",
+    )
     metrics_interval_s: float = Field(10.0, gt=0, description="how often the session metrics summary is logged")
     max_sessions_per_worker: int | None = Field(
         None,

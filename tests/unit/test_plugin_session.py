@@ -19,7 +19,7 @@ from livekit.agents.testing import fake_job_context
 from livekit.agents.utils import http_context
 from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
 from livekit.plugins import dystream
-from livekit.plugins.dystream.remote import DispatchInfo
+from livekit.plugins.dystream.remote import DispatchInfo, dispatch_avatar, keep_avatar_dispatched, livekit_api
 from livekit.plugins.dystream.testing import FakeRoom
 from livekit.plugins.dystream.trusted_output import AvatarAudioOutput
 
@@ -154,6 +154,32 @@ async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_clo
         await avatar.aclose()
     removed = [api.RoomParticipantIdentity.FromString(body) for name, body in calls if name == "RemoveParticipant"]
     assert [(r.room, r.identity) for r in removed] == [("fake-room", identity)]
+
+
+async def test_a_dispatch_no_worker_took_is_made_again_until_the_avatar_joins(livekit_server) -> None:
+    """LiveKit leaves a dispatch made while every avatar worker was full without a job (this fake server lists none):
+    the agent deletes it and dispatches again, until the avatar is in the room."""
+    _, calls = livekit_server
+    room = FakeRoom(local_identity="agent")
+    info = DispatchInfo(agent_identity="agent", avatar_identity="avatar-1")
+    first = await dispatch_avatar(room.name, info)
+    again = 0
+
+    async def redispatch() -> api.AgentDispatch:
+        nonlocal again
+        again += 1
+        if again == 2:
+            room.join("avatar-1")  # a worker took the second one
+        return await dispatch_avatar(room.name, info)
+
+    keep = keep_avatar_dispatched(
+        room, "avatar-1", first, redispatch, lambda: livekit_api(get_settings()), after_s=0.05
+    )
+    await asyncio.wait_for(keep, 10.0)
+    once = ["ListDispatch", "DeleteDispatch", "CreateDispatch"]
+    assert [name for name, _ in calls] == ["CreateDispatch", *once, *once]
+    deleted = [api.DeleteAgentDispatchRequest.FromString(body) for name, body in calls if name == "DeleteDispatch"]
+    assert {(d.dispatch_id, d.room) for d in deleted} == {(first.id, room.name)}
 
 
 def test_remote_mode_needs_a_portrait_path() -> None:

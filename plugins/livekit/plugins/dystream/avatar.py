@@ -41,7 +41,7 @@ from .metrics import FrameMetrics, SessionMetrics
 from .models import load_models, prepare_portrait
 from .pcm import SAMPLE_RATE
 from .pipeline import AvatarPipeline
-from .remote import DispatchInfo, dispatch_avatar, share_linked_user
+from .remote import DispatchInfo, dispatch_avatar, keep_avatar_dispatched, livekit_api, share_linked_user
 from .trusted_output import AvatarAudioOutput
 
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         self._pipeline: AvatarPipeline | None = None
         self._audio_output: QueueAudioOutput | DataStreamAudioOutput | None = None
         self._share_task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
 
     @property
     def mode(self) -> Mode:
@@ -243,7 +244,22 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
             options=self._remote_options(),
         )
         url, key, secret = self._credentials
-        await dispatch_avatar(room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret)
+        dispatch = await dispatch_avatar(
+            room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret
+        )
+        self._dispatch_task = asyncio.create_task(
+            keep_avatar_dispatched(
+                room,
+                info.avatar_identity,
+                dispatch,
+                lambda: dispatch_avatar(
+                    room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret
+                ),
+                lambda: livekit_api(self._settings, url, key, secret),
+                after_s=self._settings.avatar.redispatch_after_s,
+            ),
+            name="dystream-keep-avatar-dispatched",
+        )
         # the session links its user later (and again when the user comes back): the avatar worker follows it
         self._share_task = asyncio.create_task(
             share_linked_user(room, lambda: linked_user(agent_session)), name="dystream-share-linked-user"
@@ -280,11 +296,12 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
             self._room.off("connection_state_changed", self._on_connection_state_changed)
             self._room = None
         await super().aclose()
-        if self._share_task is not None:
-            self._share_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._share_task
-            self._share_task = None
+        for task in (self._share_task, self._dispatch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._share_task = self._dispatch_task = None
         if self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
             await pipeline.aclose()

@@ -98,24 +98,60 @@ async def dispatch_avatar(
     """Ask LiveKit to dispatch an avatar worker (agent name ``settings.avatar.avatar_agent_name``) into the room."""
     settings = settings or get_settings()
     agent_name = agent_name or settings.avatar.avatar_agent_name
-    url = url or settings.livekit.url or None
-    api_key = api_key or settings.livekit.api_key or None
-    api_secret = api_secret or settings.livekit.api_secret.get_secret_value() or None
     request = api.CreateAgentDispatchRequest(
         agent_name=agent_name,
         room=room_name,
         metadata=info.to_json(),
         attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: info.agent_identity},
     )
+    async with livekit_api(settings, url, api_key, api_secret) as lkapi:
+        dispatch = await lkapi.agent_dispatch.create_dispatch(request)
+    logger.info("avatar worker dispatched", agent_name=agent_name, room=room_name, dispatch_id=dispatch.id)
+    return dispatch
+
+
+def livekit_api(
+    settings: Settings, url: str | None = None, api_key: str | None = None, api_secret: str | None = None
+) -> api.LiveKitAPI:
+    """A server API client from the given credentials, else the settings'."""
+    url = url or settings.livekit.url or None
+    api_key = api_key or settings.livekit.api_key or None
+    api_secret = api_secret or settings.livekit.api_secret.get_secret_value() or None
     try:
-        async with api.LiveKitAPI(url, api_key, api_secret) as lkapi:
-            dispatch = await lkapi.agent_dispatch.create_dispatch(request)
+        return api.LiveKitAPI(url, api_key, api_secret)
     except ValueError as error:  # missing url / key / secret
         raise ValueError(
             f"cannot dispatch the avatar worker: {error}; set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
         ) from error
-    logger.info("avatar worker dispatched", agent_name=agent_name, room=room_name, dispatch_id=dispatch.id)
-    return dispatch
+
+
+async def keep_avatar_dispatched(
+    room: rtc.Room,
+    avatar_identity: str,
+    dispatch: api.AgentDispatch,
+    redispatch: Callable[[], Awaitable[api.AgentDispatch]],
+    lkapi: Callable[[], api.LiveKitAPI],
+    *,
+    after_s: float,
+) -> None:
+    """Until the avatar joins the room. LiveKit offers a dispatch to the workers available when it is made: one made
+    while every avatar worker was full (a call ending, its worker not yet free) stays without a job. Every
+    ``after_s`` without the avatar, a dispatch that still has no job is deleted and made again."""
+    from livekit.agents import utils
+
+    while True:
+        try:
+            await asyncio.wait_for(utils.wait_for_participant(room=room, identity=avatar_identity), after_s)
+            return
+        except TimeoutError:
+            pass
+        async with lkapi() as client:
+            current = await client.agent_dispatch.get_dispatch(dispatch.id, room.name)
+            if current is not None and len(current.state.jobs) > 0:
+                continue  # a worker took it: the avatar is on its way
+            await client.agent_dispatch.delete_dispatch(dispatch.id, room.name)
+        dispatch = await redispatch()
+        logger.warning("no avatar worker took the dispatch: dispatched again", room=room.name, dispatch_id=dispatch.id)
 
 
 async def share_linked_user(

@@ -99,7 +99,7 @@ class StreamFrame:
     rung: str  # the quality rung it was made at
     render_every: int  # the rung renders every n-th tick (the picture stands for n ticks)
     tick: AudioTick  # what the tick played and heard
-    onset: bool = False  # a sound starts in the tick: the picture stands for the ticks from its own on
+    onset: bool = False  # a sound starts in the tick (``avatar.stream_keyframes``)
     latent: np.ndarray | None = field(default=None, repr=False)  # [512] motion latent
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -244,22 +245,19 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
             options=self._remote_options(),
         )
         url, key, secret = self._credentials
-        dispatch = await dispatch_avatar(
-            room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret
+        dispatch = functools.partial(
+            dispatch_avatar, room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret
         )
-        self._dispatch_task = asyncio.create_task(
-            keep_avatar_dispatched(
-                room,
-                info.avatar_identity,
-                dispatch,
-                lambda: dispatch_avatar(
-                    room.name, info, settings=self._settings, url=url, api_key=key, api_secret=secret
-                ),
-                lambda: livekit_api(self._settings, url, key, secret),
-                after_s=self._settings.avatar.redispatch_after_s,
-            ),
-            name="dystream-keep-avatar-dispatched",
+        lkapi = functools.partial(livekit_api, self._settings, url, key, secret)
+        keep = keep_avatar_dispatched(
+            room,
+            info.avatar_identity,
+            await dispatch(),
+            dispatch,
+            lkapi,
+            after_s=self._settings.avatar.redispatch_after_s,
         )
+        self._dispatch_task = asyncio.create_task(keep, name="dystream-keep-avatar-dispatched")
         # the session links its user later (and again when the user comes back): the avatar worker follows it
         self._share_task = asyncio.create_task(
             share_linked_user(room, lambda: linked_user(agent_session)), name="dystream-share-linked-user"

@@ -97,9 +97,7 @@ class StreamFrame:
     created_at: float  # time.perf_counter() when the frame was ready
     timings_ms: Mapping[str, float]  # per stage: audio, transformer, head, render, total
     rung: str  # the quality rung it was made at
-    render_every: int  # the rung renders every n-th tick (the picture stands for n ticks)
     tick: AudioTick  # what the tick played and heard
-    onset: bool = False  # a sound starts in the tick (``avatar.stream_keyframes``)
     latent: np.ndarray | None = field(default=None, repr=False)  # [512] motion latent
 
 
@@ -406,7 +404,7 @@ class AvatarStream:
                     self._generated += 1
                     generated += 1
                     if plan.render:
-                        replaced = self._mailbox.put((tick, latent, rung, plan.onset, timer.done()))
+                        replaced = self._mailbox.put((tick, latent, rung, timer.done()))
                         self.governor.report("render", 0.0, due=1, missed=int(replaced))
                 due = len(batch) / rung.motion_every  # the latents this rung generates for these ticks
                 busy = time.perf_counter() - started
@@ -421,7 +419,7 @@ class AvatarStream:
         _lower_priority(self.settings.worker_nice)
         last_summary = time.perf_counter()
         while (items := self._mailbox.take_all()) is not None:
-            tick, latent, rung, onset, timings = items[-1]
+            tick, latent, rung, timings = items[-1]
             try:
                 started = time.perf_counter()
                 rgb = self.core.render(latent)
@@ -434,8 +432,6 @@ class AvatarStream:
                     created_at=time.perf_counter(),
                     timings_ms=timings,
                     rung=rung.name,
-                    render_every=rung.render_every,
-                    onset=onset,
                     tick=tick,
                     latent=latent.cpu().numpy(),
                 )

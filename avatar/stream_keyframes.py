@@ -7,7 +7,7 @@ for every syllable. So the cadence follows the agent's voice. ``OnsetFinder`` ma
 (a tick at least ``RISE`` times louder than the one before, and at least ``FLOOR`` loud), in the tick itself and in
 the self lookahead behind it. ``Keyframes`` then:
 
-- renders a tick where a sound starts, whatever the cadence (an *onset* picture: it shows from its own tick on);
+- renders a tick where a sound starts, whatever the cadence;
 - holds a picture that is due back for an onset it already sees in the lookahead, up to ``render_every - 1`` ticks,
   so the onset's picture replaces it instead of adding one;
 - generates a latent for every picture, and otherwise every ``motion_every`` ticks;

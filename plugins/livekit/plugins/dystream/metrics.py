@@ -142,10 +142,6 @@ class MetricsRecorder:
         self._video["repeated"] += repeated
         self._video["dropped"] += dropped
 
-    def on_late_picture(self) -> None:
-        """A picture came after its slot had passed: dropped, never shown."""
-        self._video["dropped"] += 1
-
     def on_segment_started(self, playback_latency_ms: float) -> None:
         self.segments += 1
         self._playback.append(playback_latency_ms)

@@ -107,10 +107,7 @@ class DyStreamRunner(AvatarRunner):
             if not self._video_publication:
                 await self._publish_track()
             if isinstance(item, TickVideo):
-                dropped = self._slots.dropped
                 self._slots.add_picture(item.index, item.frame)
-                if self._metrics is not None and self._slots.dropped > dropped:  # it came after its slot
-                    self._metrics.on_late_picture()
                 continue
             if not isinstance(item, TickAudio):
                 continue
@@ -131,12 +128,13 @@ class DyStreamRunner(AvatarRunner):
         """Capture a picture at every slot (``FrameSlots``), on the audio source's clock."""
         loop = asyncio.get_running_loop()
         last: float | None = None
+        # the counts reported so far: a picture can also be dropped between slots, when it comes after its own
+        shown, repeated, dropped = 0, 0, 0
         while True:
             at = self._slots.next_at(last, loop.time())
             delay = at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            shown, repeated, dropped = self._slots.shown, self._slots.repeated, self._slots.dropped
             picture = self._slots.take(at)
             if picture is not None:
                 self._video_source.capture_frame(picture)
@@ -146,6 +144,7 @@ class DyStreamRunner(AvatarRunner):
                     repeated=self._slots.repeated - repeated,
                     dropped=self._slots.dropped - dropped,
                 )
+            shown, repeated, dropped = self._slots.shown, self._slots.repeated, self._slots.dropped
             now = loop.time()
             last = at if now - at < self._frame_s else now  # a blocked loop: start again from now, no burst
 

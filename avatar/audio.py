@@ -1,4 +1,5 @@
-"""The audio front end of DyStream (spec §1.3): from 16 kHz speech to one fused audio token per 25 fps frame.
+"""The audio front end of DyStream (docs/architecture.md §4): from 16 kHz speech to one fused audio token per
+25 fps frame.
 
 Two separately fine-tuned wav2vec2 encoders, one for the avatar's own voice ("self") and one for the person it
 listens to ("other"), each:

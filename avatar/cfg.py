@@ -1,4 +1,5 @@
-"""Classifier-free guidance of DyStream: the condition branches and how their x0 predictions combine (spec §1.6).
+"""Classifier-free guidance of DyStream: the condition branches and how their x0 predictions combine
+(docs/architecture.md §7).
 
 Every frame runs the transformer and the flow head once, batched over the branches
 ``[uncond, anchor, audio_self, audio_other, all]``. A branch switches the self audio, the other audio and the anchor

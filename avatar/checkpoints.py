@@ -1,4 +1,5 @@
-"""Loading the motion generator's weights (spec §3.2): the official Lightning checkpoint or our safetensors file.
+"""Loading the motion generator's weights (docs/architecture.md §10): the official Lightning checkpoint or our
+safetensors file.
 
 The official ``last.ckpt`` holds ``state_dict`` (keys prefixed ``model.``, parameters *and* buffers) and
 ``ema_state`` (torch-ema: ``shadow_params``, one tensor per parameter in ``model.parameters()`` order). Inference

@@ -1,4 +1,4 @@
-"""The flow-matching head of DyStream (spec §1.6, "Flow-matching head"), and the diffusion time embedding.
+"""The flow-matching head of DyStream (docs/architecture.md §7), and the diffusion time embedding.
 
 ``FlowHead`` predicts the clean latent x0 of one frame from a noisy latent z_t, the transformer's condition c_n and
 the time embedding. It works on a single token (no attention): ``noisy_proj(z_t)`` goes through 6 AdaLN-MLP

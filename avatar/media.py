@@ -1,4 +1,4 @@
-"""Media files of the offline path (spec §1.3 audio loading, §1.7 muxing), with PyAV.
+"""Media files of the offline path (docs/architecture.md §4 audio loading, §8 muxing), with PyAV.
 
 - ``load_audio``: any audio (or video-with-audio) file PyAV can decode → float32 mono at the requested rate. Samples
   are scaled as ``librosa.load`` returns them (int16 / 32768); channels are averaged (``librosa.to_mono``), not mixed

@@ -1,4 +1,4 @@
-"""The autoregressive motion transformer of DyStream (spec §1.5, the "GPT" box), and the whole motion generator.
+"""The autoregressive motion transformer of DyStream (docs/architecture.md §6), and the whole motion generator.
 
 One step reads a window of 94 past motion latents (one token each, ``face_embed``), one fused audio token per
 motion token, and the anchor latent m0. Each of the ``num_layers`` pre-LN blocks does, in order:

@@ -1,4 +1,4 @@
-"""Whole-clip motion generation, the official offline path (spec §1.3–1.4, ``Audio2FaceGPT.inference``).
+"""Whole-clip motion generation, the official offline path (docs/architecture.md §4–§5, ``Audio2FaceGPT.inference``).
 
 1. Pad both streams to the same length (the shorter one with trailing zeros; no listener → zeros), prepend 94
    frames of silence (94·640 samples), normalise each whole stream, append 80 zeros, encode each stream once and

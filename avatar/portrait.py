@@ -1,4 +1,4 @@
-"""The reference portrait: face crop, m0 and the appearance volume, cached on disk (spec §1.1, §5).
+"""The reference portrait: face crop, m0 and the appearance volume, cached on disk (docs/architecture.md §2).
 
 Crop (official ``app.py process_image``):
 1. MediaPipe FaceLandmarker (478 landmarks, IMAGE mode, confidences 0.5) on the RGB image. Up to two faces are

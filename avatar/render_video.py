@@ -1,4 +1,4 @@
-"""The offline path end to end: one portrait and one or two voices → one MP4 (spec §1.1, §1.3, §1.4, §1.7).
+"""The offline path end to end: one portrait and one or two voices → one MP4 (docs/architecture.md §2, §4, §5, §8).
 
 1. Portrait → crop, m0 and the appearance volume (``avatar.portrait``, cached).
 2. Self and other audio → 16 kHz mono; no other track means a silent listener.

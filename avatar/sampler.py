@@ -1,4 +1,4 @@
-"""Sampling one motion latent (spec §1.6, "Sampler"): FlowMatchEuler steps with classifier-free guidance.
+"""Sampling one motion latent (docs/architecture.md §7): FlowMatchEuler steps with classifier-free guidance.
 
 The schedule is diffusers' ``FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1)`` after
 ``set_timesteps(S)``: timesteps ``linspace(1000, 1, S)`` (float64), σ = t/1000 as float32, a final σ = 0, and the

@@ -1,4 +1,4 @@
-"""Incremental audio features for streaming (spec §1.3 run frame by frame, §2.1 "an audio ring buffer").
+"""Incremental audio features for streaming (docs/architecture.md §4 run frame by frame from a ring of raw audio, §9).
 
 Offline, each stream is padded with 94 frames of silence, normalised as one utterance, encoded once by its wav2vec2
 encoder (bidirectional) and brought to 25 fps with ``align_corners=True`` over the whole clip. A live stream has no

@@ -1,4 +1,5 @@
-"""The per-frame step of streaming DyStream (spec §2.1): 40 ms of audio per stream in, one latent and frame out.
+"""The per-frame step of streaming DyStream (docs/architecture.md §9): 40 ms of audio per stream in, one latent and
+frame out.
 
 ``StreamCore`` is synchronous and unpaced; the real-time engine (``avatar.stream.AvatarStream``) wraps it, and
 ``StreamCore.run_clip`` drives it over a whole clip (the fidelity check against ``avatar.offline.generate``).

@@ -1,8 +1,8 @@
 """The quality ladder of the streaming engine: how it keeps the 40 ms clock when the machine is too slow for full
 quality (docs: README "Real time that holds").
 
-A ``Rung`` says how much of DyStream's per-frame work runs (paper §3, Fig. 2: audio tokens → transformer → flow head
-with classifier-free guidance → renderer):
+A ``Rung`` says how much of DyStream's per-frame work runs (docs/architecture.md §1: audio tokens → transformer →
+flow head with classifier-free guidance → renderer):
 
 - ``steps``: flow-matching (Euler) steps of the sampler (the release samples with 5);
 - ``guidance``: all guidance branches (``uncond``, ``audio_self``, ``audio_other``, ``all``), or the ``all`` branch

@@ -1,4 +1,4 @@
-"""The two audio inputs of the streaming engine, cut into one 40 ms frame per tick (design.md, "The clock").
+"""The two audio inputs of the streaming engine, cut into one 40 ms frame per tick (docs/architecture.md §9).
 
 - ``SelfQueue``: the avatar's own voice. TTS delivers it faster than real time, in segments (one per reply). It
   waits here; every tick takes exactly 640 samples of it (or silence), plus a peek at the audio queued after them

@@ -1,4 +1,4 @@
-"""Benchmark of the streaming engine (issue 4 item 5): ``python -m bench.stream``.
+"""Benchmark of the streaming engine: ``python -m bench.stream``.
 
 Prints JSON and writes it to ``bench/results/stream.json``. Untrained (random) weights; speed does not depend on the
 weights. Sections:

@@ -1,4 +1,4 @@
-"""FaceEncoder: the appearance volume f_app of the reference portrait (spec §1.2, "FaceEncoder").
+"""FaceEncoder: the appearance volume f_app of the reference portrait (docs/architecture.md §3).
 
 image [B,3,S,S] -> SameBlock2d 3->64 -> 3 x DownBlock2d (64->128->256->512) -> conv1x1 512->512
 -> reshape to [B, 32, 16, S/8, S/8] -> 6 x ResBlock3d(32) -> f_app. BatchNorm runs with its running statistics

@@ -1,4 +1,4 @@
-"""Loading the LIA renderer weights (spec §3.4).
+"""Loading the LIA renderer weights (docs/architecture.md §10).
 
 The official file (``tools/pretrained_model/epoch=0-step=312000.ckpt``) is a Lightning checkpoint of the whole
 HeadAnimatorModule: keys ``motion_encoder.*``, ``flow_estimator.*``, ``face_generator.*``, ``face_encoder.*`` plus

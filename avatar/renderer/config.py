@@ -1,4 +1,4 @@
-"""Every size of the LIA renderer (spec §1.2, §3.5: config ``head_animator_best_0506``).
+"""Every size of the LIA renderer (docs/architecture.md §3; the official config ``head_animator_best_0506``).
 
 The defaults are the official values. ``RendererConfig.tiny()`` keeps the architecture and shrinks only widths and
 resolution, so that tests and the real-time pipeline can run an untrained renderer far above 25 fps on a CPU.

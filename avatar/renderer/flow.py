@@ -1,4 +1,4 @@
-"""FlowEstimator: moves the source latent along learned motion directions (spec §1.2, "FlowEstimator").
+"""FlowEstimator: moves the source latent along learned motion directions (docs/architecture.md §3).
 
 alpha = fc(target) (5 equalized linear layers, no activations), Q = reduced QR of (direction + 1e-8) [512,64],
 output = source + Q alpha. The QR runs in float32 whatever the model dtype, which reproduces the column signs of

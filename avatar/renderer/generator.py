@@ -1,4 +1,4 @@
-"""FaceGenerator: a frame from a motion latent and the appearance volume (spec §1.2, "FaceGenerator").
+"""FaceGenerator: a frame from a motion latent and the appearance volume (docs/architecture.md §3).
 
 1. Warp field. extend_layer maps the latent to z [C0,4,4]; the same numbers, read as [C0,16], are the condition
    of every adaptive group norm. conv1 (1x1) lifts z to a volume [C0,4,4,4]; four ResBlock3dStar with

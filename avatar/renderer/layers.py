@@ -1,4 +1,4 @@
-"""Building blocks shared by the renderer modules (spec §1.2).
+"""Building blocks shared by the renderer modules (docs/architecture.md §3).
 
 - StyleGAN2-style layers of the motion encoder and flow estimator: equalized-learning-rate convolution and linear
   layers (weight x 1/sqrt(fan_in) applied in forward), the [1,3,3,1] blur and the fused leaky ReLU

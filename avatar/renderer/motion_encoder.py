@@ -1,4 +1,4 @@
-"""MotionEncoder: the 512-d motion latent of a face image (spec §1.2, "MotionEncoder"; StyleGAN2-style).
+"""MotionEncoder: the 512-d motion latent of a face image (docs/architecture.md §3; StyleGAN2-style).
 
 image [B,3,S,S] -> ConvLayer 1x1 3->32 -> one ResBlock per halving (S -> 4x4) -> EqualConv2d k4 (no bias)
 -> latent [B,512]. At inference this gives m0 of the reference portrait; the feature pyramid of the original

@@ -1,4 +1,4 @@
-"""The LIA renderer as DyStream uses it (spec §1.1 step 6, §1.2, §1.7).
+"""The LIA renderer as DyStream uses it (docs/architecture.md §2, §3, §8).
 
 - Once per portrait: ``encode_portrait`` gives the motion latent m0 (MotionEncoder) and the appearance volume f_app
   (FaceEncoder).

@@ -1,4 +1,4 @@
-"""The SPADE decoder blocks of the face generator (spec §1.2, "SPADE").
+"""The SPADE decoder blocks of the face generator (docs/architecture.md §3).
 
 - ``SpectralNormConv2d``: a conv whose weight is W_orig / sigma with sigma = u^T W_orig.reshape(out, -1) v, using
   the stored vectors u and v as the official model does in eval mode (no power iteration). The parameters keep the

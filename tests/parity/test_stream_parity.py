@@ -1,4 +1,4 @@
-"""Streaming equals offline under full context (issue 4 item 3), on the parity golden set.
+"""Streaming equals offline under full context, on the parity golden set.
 
 With the lookahead covering the rest of the clip and no left bound, ``StreamCore`` stepped 40 ms at a time must give
 the latents of ``avatar.offline.generate`` for the same noise (~1e-5: only summation order differs) and those of the

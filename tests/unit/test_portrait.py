@@ -166,7 +166,7 @@ def test_unreadable_or_missing_files_and_models_are_clear_errors(tmp_path: Path,
 def test_official_npz_is_read(tmp_path: Path) -> None:
     m0 = read_motion_latent(sample("portrait_512_motion.npz"))
     assert m0.shape == (1, 512) and m0.dtype == np.float32
-    # the published statistics of the official 3.npz (spec §5)
+    # the published statistics of the official 3.npz (docs/architecture.md §2)
     assert abs(m0.mean() - 0.024) < 0.001 and abs(m0.std() - 0.351) < 0.001
     assert abs(np.linalg.norm(m0) - 7.96) < 0.01
     dataset = tmp_path / "gt.npz"

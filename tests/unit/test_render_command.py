@@ -80,7 +80,7 @@ def test_dyadic_render_is_a_playable_mp4_with_the_official_frame_count(
     assert main([*args, "--seed", "3", *TINY]) == 0
     assert "wrote" in capsys.readouterr().out
     facts = mp4_facts(out)
-    # 151,144 samples at 16 kHz: floor(N / 640) - 1 = 235 frames = 9.40 s (spec §7)
+    # 151,144 samples at 16 kHz: floor(N / 640) - 1 = 235 frames = 9.40 s (docs/architecture.md §5)
     assert facts["frames"] == 235
     assert (facts["size"], facts["fps"], facts["codecs"]) == ((128, 128), 25.0, ("h264", "aac"))
     assert abs(facts["audio_s"] - 235 / 25) <= 1 / 25
@@ -95,7 +95,7 @@ def test_speaker_only_44k_stereo_and_a_precropped_portrait(tmp_path: Path) -> No
     args += ["--self", str(sample("speech_44k_stereo.wav")), "--out", str(out), "--steps", "1"]
     assert main([*args, *TINY]) == 0
     facts = mp4_facts(out)
-    assert facts["frames"] == 373  # 14.977 s at 44.1 kHz resampled to 16 kHz (spec §7)
+    assert facts["frames"] == 373  # 14.977 s at 44.1 kHz resampled to 16 kHz (docs/architecture.md §5)
     assert abs(facts["audio_s"] - 373 / 25) <= 1 / 25
 
 

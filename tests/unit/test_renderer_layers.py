@@ -1,4 +1,4 @@
-"""The renderer's building blocks behave as the spec says (spec §1.2)."""
+"""The renderer's building blocks behave as docs/architecture.md §3 says."""
 
 from __future__ import annotations
 

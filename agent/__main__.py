@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from agent.errors import UserError
     from avatar.errors import InputError
+    from config.log import configure_logging
     from config.settings import SettingsError, get_settings
 
     try:
-        get_settings()  # every DYSTREAM_ variable checked before anything runs
+        settings = get_settings()  # every DYSTREAM_ variable checked before anything runs
     except SettingsError as exc:
         print(f"dystream: error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, settings.log_level)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

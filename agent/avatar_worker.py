@@ -16,8 +16,8 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.plugins import dystream
-from livekit.plugins.dystream.avatar import build_engine
 from livekit.plugins.dystream.capacity import calibrate_sessions
+from livekit.plugins.dystream.models import build_engine
 
 from agent.worker import log_through_worker, server_options
 from config.log import get_logger

@@ -12,6 +12,7 @@ production loads without unpickling.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -23,9 +24,8 @@ import torch
 from avatar.config import MotionConfig
 from avatar.motion import MotionGenerator
 from avatar.weights_file import GET_WEIGHTS, CheckpointError, read_weights, save_safetensors, state_dict_of
-from config.log import get_logger
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 WHAT = "motion checkpoint"
 PREFIX = "model."
@@ -54,7 +54,7 @@ def apply_ema(state: dict[str, torch.Tensor], ckpt: Mapping[str, Any], path: Pat
     """Replace the parameters of ``state`` (canonical keys, checkpoint order) by the EMA shadow parameters."""
     ema = ckpt.get("ema_state")
     if ema is None:
-        log.warning("motion checkpoint has no ema_state: using the raw (non-EMA) weights", path=str(path))
+        log.warning("motion checkpoint has no ema_state: using the raw (non-EMA) weights", extra={"path": str(path)})
         return state
     shadow = ema.get("shadow_params") if isinstance(ema, Mapping) else None
     if not isinstance(shadow, (list, tuple)):
@@ -169,7 +169,9 @@ def _read_motion_state(path: Path) -> tuple[dict[str, torch.Tensor], MotionConfi
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         if meta.get("format") != METADATA_FORMAT:
-            log.warning("safetensors motion checkpoint without our metadata: EMA assumed applied", path=str(path))
+            log.warning(
+                "safetensors motion checkpoint without our metadata: EMA assumed applied", extra={"path": str(path)}
+            )
         if "config" in meta:
             stored_config = MotionConfig.from_dict(json.loads(meta["config"]))
     else:
@@ -234,7 +236,7 @@ def load_motion_generator(
         model = MotionGenerator(config)
     _check_keys(model, state, path)
     model.load_state_dict(state, strict=True, assign=True)
-    log.info("motion generator loaded", path=str(path), config=config.describe(), device=str(device))
+    log.info("motion generator loaded", extra={"path": str(path), "config": config.describe(), "device": str(device)})
     return _ready(model, device, dtype)
 
 
@@ -263,5 +265,5 @@ def convert_to_safetensors(
     model = load_motion_generator(ckpt_path, config)
     metadata = {"format": METADATA_FORMAT, "config": model.config.to_json(), "source": ckpt_path.name}
     out = save_safetensors(model.state_dict(), out_path, metadata=metadata)
-    log.info("motion checkpoint converted", source=str(ckpt_path), out=str(out))
+    log.info("motion checkpoint converted", extra={"source": str(ckpt_path), "out": str(out)})
     return out

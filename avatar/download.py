@@ -12,6 +12,7 @@ with no network, a missing file is a one-line error naming the file and what to 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import urllib.error
@@ -21,10 +22,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avatar.errors import InputError
-from config.log import get_logger
 from config.settings import Settings, get_settings
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 MOTION_FILE = "checkpoints/last.ckpt"
 RENDERER_FILE = "tools/pretrained_model/epoch=0-step=312000.ckpt"
@@ -142,7 +142,7 @@ def download_files(settings: Settings | None = None, progress: bool = True) -> d
     root.mkdir(parents=True, exist_ok=True)
     online = not _offline() and hub_reachable()
     if not online:
-        log.warning("Hugging Face Hub not reachable: using files already downloaded", root=str(root))
+        log.warning("Hugging Face Hub not reachable: using files already downloaded", extra={"root": str(root)})
     files = {
         "motion_checkpoint": _hf_file(model.hf_repo, MOTION_FILE, model.hf_revision, root, online),
         "renderer_checkpoint": _hf_file(model.hf_repo, RENDERER_FILE, model.hf_revision, root, online),
@@ -151,5 +151,5 @@ def download_files(settings: Settings | None = None, progress: bool = True) -> d
         files[name] = _hf_file(model.wav2vec_repo, filename, None, root / WAV2VEC_DIR, online)
     files["face_landmarker"] = download_url(model.face_landmarker_url, model.face_landmarker_path, progress=progress)
     free = shutil.disk_usage(root).free
-    log.info("weights ready", root=str(root), files=len(files), disk_free_gb=round(free / 1e9, 1))
+    log.info("weights ready", extra={"root": str(root), "files": len(files), "disk_free_gb": round(free / 1e9, 1)})
     return files

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import tempfile
 import time
@@ -25,9 +26,8 @@ import av
 import numpy as np
 
 from avatar.errors import InputError
-from config.log import get_logger
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 MODEL_SAMPLE_RATE = 16_000
 VIDEO_CODEC = "libx264"
@@ -104,9 +104,7 @@ def _warn_if_truncated(path: Path, decoded_s: float) -> None:
     if decoded_s < promised_s - TRUNCATION_TOLERANCE_S:
         log.warning(
             "audio file is truncated: using the audio it holds; copy or export it again for the whole",
-            file=str(path),
-            header_s=round(promised_s, 2),
-            holds_s=round(decoded_s, 2),
+            extra={"file": str(path), "header_s": round(promised_s, 2), "holds_s": round(decoded_s, 2)},
         )
 
 
@@ -224,7 +222,7 @@ def write_mp4(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("video written", path=str(path), frames=count, fps=fps, seconds=round(count / fps, 2))
+    log.info("video written", extra={"path": str(path), "frames": count, "fps": fps, "seconds": round(count / fps, 2)})
     return count
 
 

@@ -7,6 +7,7 @@ is noise shaped like a face video, which the log says loudly.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,10 +20,9 @@ from avatar.errors import InputError
 from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer, RendererConfig, load_renderer, random_renderer
 from avatar.weights_file import GET_WEIGHTS
-from config.log import get_logger
 from config.settings import ModelSettings
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 Size = Literal["full", "tiny"]
@@ -84,8 +84,7 @@ def load_avatar_models(
         log.warning(
             "RANDOM WEIGHTS: the avatar model is untrained and its video will not look like the portrait; "
             "run `python -m agent download-files` and drop --random-weights for the real model",
-            size=size,
-            seed=seed,
+            extra={"size": size, "seed": seed},
         )
         motion = random_motion_generator(motion_config, seed=seed, device=device, dtype=dtype)
         renderer = random_renderer(renderer_config, seed=seed, device=device, dtype=dtype)

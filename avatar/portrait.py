@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -36,13 +37,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from avatar.errors import InputError
 from avatar.weights_file import save_safetensors
-from config.log import get_logger
 
 if TYPE_CHECKING:
     from avatar.renderer import Renderer
     from config.settings import ModelSettings
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 CROP_SCALE = 1.6  # official union_bbox_scale
 MIN_SIDE = 64  # smaller images hold too few pixels for a face the renderer can use
@@ -318,7 +318,7 @@ class PortraitCache:
             m0 = torch.from_numpy(read_motion_latent(npz))
             f_app = load_file(str(volume))["f_app"]
         except (PortraitError, SafetensorError, OSError, KeyError) as exc:
-            log.warning("portrait cache entry unreadable, recomputing", key=key, error=str(exc))
+            log.warning("portrait cache entry unreadable, recomputing", extra={"key": key, "error": str(exc)})
             return None
         return m0, f_app
 
@@ -332,7 +332,7 @@ class PortraitCache:
             save_safetensors({"f_app": f_app}, volume)
             write_motion_npz(npz, m0.numpy(), png, source, key)  # last: marks the entry complete
         except OSError as exc:
-            log.warning("portrait cache not written", folder=str(self.folder), error=str(exc))
+            log.warning("portrait cache not written", extra={"folder": str(self.folder), "error": str(exc)})
 
 
 def prepare_portrait(
@@ -350,7 +350,7 @@ def prepare_portrait(
     cache = PortraitCache(settings.portrait_cache_dir)
     if use_cache and (hit := cache.load(key)) is not None:
         m0, f_app = hit
-        log.info("portrait from cache", key=key, folder=str(cache.folder))
+        log.info("portrait from cache", extra={"key": key, "folder": str(cache.folder)})
         return PortraitState(image=image, m0=m0, f_app=f_app, key=key, cached=True)
     m0, f_app = renderer.encode_portrait(to_model_input(image))
     m0 = m0.detach().to("cpu", torch.float32)
@@ -358,5 +358,5 @@ def prepare_portrait(
     if use_cache:
         source_name = str(source) if isinstance(source, str | os.PathLike) else _describe(source)
         cache.store(key, image, m0, f_app, source_name)
-    log.info("portrait encoded", key=key, size=size)
+    log.info("portrait encoded", extra={"key": key, "size": size})
     return PortraitState(image=image, m0=m0, f_app=f_app, key=key, cached=False)

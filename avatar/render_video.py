@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -25,10 +26,9 @@ from avatar.models import AvatarModels
 from avatar.offline import generate
 from avatar.portrait import PortraitInput, crop_portrait, prepare_portrait
 from avatar.renderer import to_uint8
-from config.log import get_logger
 from config.settings import ModelSettings
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 FPS = 25
 RENDER_BATCH = 4  # frames rendered at once: bounds the activations held in memory
@@ -121,11 +121,15 @@ def render_video(
     portrait = prepare_portrait(image, models.renderer, settings, crop=crop)
     log.info(
         "render started",
-        out=str(out),
-        seconds_of_audio=round(max(len(voice), len(listener) if listener is not None else 0) / MODEL_SAMPLE_RATE, 2),
-        listener=listener is not None,
-        soundtrack=track_kind,
-        random_weights=models.random_weights,
+        extra={
+            "out": str(out),
+            "seconds_of_audio": round(
+                max(len(voice), len(listener) if listener is not None else 0) / MODEL_SAMPLE_RATE, 2
+            ),
+            "listener": listener is not None,
+            "soundtrack": track_kind,
+            "random_weights": models.random_weights,
+        },
     )
     latents = generate(
         models.motion,
@@ -149,5 +153,5 @@ def render_video(
         seconds=time.perf_counter() - started,
         portrait_cached=portrait.cached,
     )
-    log.info("render finished", out=str(out), frames=frames, seconds=round(result.seconds, 1))
+    log.info("render finished", extra={"out": str(out), "frames": frames, "seconds": round(result.seconds, 1)})
     return result

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -58,10 +59,9 @@ from avatar.stream_queues import (
     ms_to_samples,
     to_int16,
 )
-from config.log import get_logger
 from config.settings import ModelSettings, StreamSettings
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 SUMMARY_EVERY_S = 30.0
 TIMING_WINDOW = 500  # frames kept for the per-stage percentiles in ``stats``
@@ -238,12 +238,14 @@ class AvatarStream:
         self._clock_task = asyncio.create_task(self._run_clock(), name="dystream-clock")
         log.info(
             "stream started",
-            fps=self.fps,
-            lookahead_self_ms=self.settings.lookahead_self_ms,
-            lookahead_other_ms=self.settings.lookahead_other_ms,
-            device=str(self.core.device),
-            rung=self.governor.rung.name,
-            adaptive=self.governor.adaptive,
+            extra={
+                "fps": self.fps,
+                "lookahead_self_ms": self.settings.lookahead_self_ms,
+                "lookahead_other_ms": self.settings.lookahead_other_ms,
+                "device": str(self.core.device),
+                "rung": self.governor.rung.name,
+                "adaptive": self.governor.adaptive,
+            },
         )
 
     async def aclose(self) -> None:
@@ -264,7 +266,7 @@ class AvatarStream:
         if self._threads_before is not None:
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
-        log.info("stream closed", **self._summary())
+        log.info("stream closed", extra=self._summary())
 
     # -- input (called on the event loop; never blocks it)
 
@@ -276,7 +278,7 @@ class AvatarStream:
         """The current segment is complete: it plays out, then its last tick has ``segment_end``."""
         segment = self._self.end_segment()
         if segment is not None:
-            log.debug("self segment complete", segment=segment)
+            log.debug("self segment complete", extra={"segment": segment})
 
     def clear_self(self) -> int | None:
         """Interruption: drop all queued self audio and turn the ticks of it not yet handed out into silence;
@@ -292,7 +294,7 @@ class AvatarStream:
             kept = [self._scrub(self._out.get_nowait()) for _ in range(self._out.qsize())]
             for item in kept:
                 self._out.put_nowait(item)
-        log.info("self segment interrupted", segment=segment)
+        log.info("self segment interrupted", extra={"segment": segment})
         return segment
 
     def push_other(self, pcm: np.ndarray) -> None:
@@ -444,7 +446,7 @@ class AvatarStream:
             self._hand_over(frame)
             if frame.created_at - last_summary >= SUMMARY_EVERY_S:
                 last_summary = frame.created_at
-                log.info("stream summary", **self._summary())
+                log.info("stream summary", extra=self._summary())
 
     def _hand_over(self, item: StreamFrame | BaseException) -> None:
         loop = self._loop
@@ -473,10 +475,10 @@ class AvatarStream:
         segment = tick.segment_id
         if segment is not None and tick.speaking and segment not in self._started_segments:
             self._started_segments.add(segment)
-            log.info("self segment started", segment=segment, tick=tick.index)
+            log.info("self segment started", extra={"segment": segment, "tick": tick.index})
         if tick.segment_end and segment is not None:
             self._started_segments.discard(segment)
-            log.info("self segment ended", segment=segment, tick=tick.index)
+            log.info("self segment ended", extra={"segment": segment, "tick": tick.index})
 
     def _fps(self) -> float:
         created = list(self._created)

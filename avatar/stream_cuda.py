@@ -7,13 +7,12 @@ running the callable eagerly, so the output is always that of the plain module.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
 
-from config.log import get_logger
-
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 def configure_tf32(device: torch.device, allow_tf32: bool) -> None:
@@ -62,11 +61,11 @@ class GraphedCall:
             with torch.cuda.graph(graph):
                 self._output = self.fn(*self._inputs)
             self._graph = graph
-            log.info("cuda graph captured", call=self.name, shapes=[tuple(a.shape) for a in args])
+            log.info("cuda graph captured", extra={"call": self.name, "shapes": [tuple(a.shape) for a in args]})
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run eagerly
             self.enabled = False
             self._graph, self._inputs, self._output = None, [], None
-            log.warning("cuda graph capture failed, running eagerly", call=self.name, error=repr(exc))
+            log.warning("cuda graph capture failed, running eagerly", extra={"call": self.name, "error": repr(exc)})
 
 
 class RenderStream:

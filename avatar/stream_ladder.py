@@ -24,15 +24,15 @@ does not oscillate. Settings: adaptation on or off, a floor (the lowest rung it 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from avatar.errors import InputError
-from config.log import get_logger
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 MISS_LIMIT = 0.1
 SATURATED = 0.98
@@ -169,6 +169,6 @@ class QualityGovernor:
         self._last_change = now
         self.changes += 1
         rounded = {name: round(value, 2) for name, value in load.items()}
-        log.info("quality rung changed", rung=self.rung.name, previous=before.name, load=rounded)
+        log.info("quality rung changed", extra={"rung": self.rung.name, "previous": before.name, "load": rounded})
         if self._on_change is not None:
             self._on_change(before, self.rung, rounded)

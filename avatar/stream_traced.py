@@ -11,14 +11,13 @@ shape and runs eagerly when tracing fails or differs. On CUDA the stages are rep
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 
 import torch
 
-from config.log import get_logger
-
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 MAX_SHAPES = 8  # traces kept per call (one per rung's batch and shape); beyond that, eager
 TOLERANCE = 1e-5
@@ -69,7 +68,7 @@ class TracedCall:
             if expected.shape != got.shape or not diff <= TOLERANCE:
                 raise ValueError(f"traced output differs from eager by {diff}")
         except Exception as exc:  # noqa: BLE001 - any failure means: run this stage eagerly
-            log.warning("tracing failed, running eagerly", call=self.name, error=repr(exc))
+            log.warning("tracing failed, running eagerly", extra={"call": self.name, "error": repr(exc)})
             return self.fn
-        log.debug("stage traced", call=self.name, shapes=[tuple(a.shape) for a in args])
+        log.debug("stage traced", extra={"call": self.name, "shapes": [tuple(a.shape) for a in args]})
         return traced

@@ -10,6 +10,7 @@ the same way without unpickling.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,6 @@ import torch
 from avatar.renderer.config import RendererConfig
 from avatar.renderer.renderer import MODULE_NAMES, Renderer, resolve_dtype
 from avatar.weights_file import CheckpointError, read_weights, save_safetensors, state_dict_of
-from config.log import get_logger
 
 WHAT = "LIA renderer checkpoint"
 CONFIG_HINT = "if the file is a non-official (e.g. tiny) renderer, pass its RendererConfig"
@@ -59,8 +59,9 @@ def renderer_state_dict(path: str | os.PathLike[str], config: RendererConfig | N
     ours = tuple(f"{name}." for name in MODULE_NAMES)
     unexpected = [k for k in state if k.startswith(ours) and k not in expected]
     if unexpected:
-        get_logger(__name__).warning(
-            "renderer_checkpoint_extra_keys", path=str(path), count=len(unexpected), first=unexpected[:5]
+        logging.getLogger(__name__).warning(
+            "renderer_checkpoint_extra_keys",
+            extra={"path": str(path), "count": len(unexpected), "first": unexpected[:5]},
         )
     return {k: state[k] for k in expected}
 
@@ -81,13 +82,15 @@ def load_renderer(
     cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in tensors.items()}
     renderer.load_state_dict(cast, strict=True, assign=True)
     renderer.eval().requires_grad_(False)
-    get_logger(__name__).info(
+    logging.getLogger(__name__).info(
         "renderer_loaded",
-        path=str(path),
-        tensors=len(cast),
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
-        seconds=round(time.perf_counter() - start, 2),
+        extra={
+            "path": str(path),
+            "tensors": len(cast),
+            "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."),
+            "seconds": round(time.perf_counter() - start, 2),
+        },
     )
     return renderer
 
@@ -100,5 +103,5 @@ def convert_renderer_to_safetensors(
     if out.suffix != ".safetensors":
         raise CheckpointError(f"output {out} must end in .safetensors (it is read back by its suffix)")
     written = save_safetensors(renderer_state_dict(ckpt, config), out)
-    get_logger(__name__).info("renderer_converted", source=str(ckpt), out=str(written))
+    logging.getLogger(__name__).info("renderer_converted", extra={"source": str(ckpt), "out": str(written)})
     return written

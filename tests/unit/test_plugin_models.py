@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from livekit.plugins.dystream.avatar import build_engine
-from livekit.plugins.dystream.models import clear_models, load_models, prepare_portrait
+from livekit.plugins.dystream.models import build_engine, clear_models, load_models, prepare_portrait
 from PIL import Image
 
 from avatar.stream import StreamFrame

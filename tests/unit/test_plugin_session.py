@@ -9,6 +9,7 @@ import re
 import wave
 from pathlib import Path
 
+import jwt
 import numpy as np
 import pytest
 from aiohttp import web
@@ -35,12 +36,16 @@ def read_wav(name: str) -> np.ndarray:
 
 @pytest.fixture
 async def livekit_server(monkeypatch):
-    """LiveKit's server API on loopback, recording the Twirp calls; the job's API client points at it."""
+    """LiveKit's server API on loopback, recording the Twirp calls and the API key that signed each; the job's API
+    client points at it."""
     calls: list[tuple[str, bytes]] = []
+    signers: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
         calls.append((request.path.rsplit("/", 1)[-1], body))
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        signers.append(jwt.decode(token, options={"verify_signature": False})["iss"])
         if request.path.endswith("/CreateDispatch"):
             req = api.CreateAgentDispatchRequest.FromString(body)
             reply = api.AgentDispatch(id="AD_1", agent_name=req.agent_name, room=req.room, metadata=req.metadata)
@@ -57,7 +62,7 @@ async def livekit_server(monkeypatch):
     for name, value in (("LIVEKIT_URL", url), ("LIVEKIT_API_KEY", "devkey"), ("LIVEKIT_API_SECRET", "secret" * 6)):
         monkeypatch.setenv(name, value)
     http_context._new_session_ctx()
-    yield url, calls
+    yield url, calls, signers
     await http_context._close_http_ctx()
     await runner.cleanup()
 
@@ -93,7 +98,7 @@ def test_plugin_is_registered_and_downloads_the_weights(monkeypatch) -> None:
 
 
 async def test_in_process_session_routes_speech_and_never_removes_the_agent(livekit_server, tiny_settings) -> None:
-    _, calls = livekit_server
+    _, calls, _ = livekit_server
     room = FakeRoom(local_identity="agent")
     session = AgentSession()
     avatar = dystream.AvatarSession(settings=tiny_settings)
@@ -130,7 +135,7 @@ async def test_in_process_session_routes_speech_and_never_removes_the_agent(live
 
 
 async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_close(livekit_server) -> None:
-    _, calls = livekit_server
+    _, calls, _ = livekit_server
     room = FakeRoom(local_identity="agent")
     session = AgentSession()
     avatar = dystream.AvatarSession(mode="remote", portrait="/srv/me.png", steps=4, avatar_identity="avatar-7")
@@ -156,10 +161,26 @@ async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_clo
     assert [(r.room, r.identity) for r in removed] == [("fake-room", identity)]
 
 
+async def test_start_takes_the_livekit_credentials_as_livekit_avatar_plugins_do(livekit_server, monkeypatch) -> None:
+    """Code written for another livekit avatar plugin passes the credentials to ``start``: they dispatch the avatar
+    worker, ahead of the environment's."""
+    url, calls, signers = livekit_server
+    monkeypatch.setenv("LIVEKIT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("LIVEKIT_API_KEY", "not-this-key")
+    room = FakeRoom(local_identity="agent")
+    avatar = dystream.AvatarSession(mode="remote", portrait="/srv/me.png")
+    with fake_job_context(room=room):
+        await avatar.start(
+            AgentSession(), room, livekit_url=url, livekit_api_key="given-key", livekit_api_secret="secret" * 6
+        )
+        assert [name for name, _ in calls] == ["CreateDispatch"] and signers == ["given-key"]
+        await avatar.aclose()
+
+
 async def test_a_dispatch_no_worker_took_is_made_again_until_the_avatar_joins(livekit_server) -> None:
     """LiveKit leaves a dispatch made while every avatar worker was full without a job (this fake server lists none):
     the agent deletes it and dispatches again, until the avatar is in the room."""
-    _, calls = livekit_server
+    _, calls, _ = livekit_server
     room = FakeRoom(local_identity="agent")
     info = DispatchInfo(agent_identity="agent", avatar_identity="avatar-1")
     first = await dispatch_avatar(room.name, info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,6 @@ from livekit.plugins.dystream.gate import SpeechGate
 from livekit.plugins.dystream.state import AvatarState, ConversationState, SpeechHysteresis
 from livekit.plugins.dystream.state_attribute import ATTRIBUTE_STATE, StateAttributePublisher
 from livekit.plugins.dystream.vad import create_vad
-from structlog.testing import capture_logs
 
 from config.settings import VadSettings, get_settings
 
@@ -46,24 +46,25 @@ def test_zero_hysteresis_follows_each_window() -> None:
     assert [h.update(s, 20) for s in (True, False, True)] == [True, False, True]
 
 
-def test_combined_states_events_and_logs() -> None:
+def test_combined_states_events_and_logs(caplog: pytest.LogCaptureFixture) -> None:
     state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
     events = []
     state.on("state_changed", events.append)
-    with capture_logs() as logs:
-        state.update("other", True, 20)
-        state.update("other", True, 20)  # no change: no event, no log
-        state.update("self", True, 20)
-        state.update("other", False, 20)
-        state.end("self")
+    caplog.set_level(logging.INFO, logger="livekit.plugins.dystream")
+    state.update("other", True, 20)
+    state.update("other", True, 20)  # no change: no event, no log
+    state.update("self", True, 20)
+    state.update("other", False, 20)
+    state.end("self")
     assert [(e.old_state, e.new_state, e.stream) for e in events] == [
         (AvatarState.IDLE, AvatarState.LISTENING, "other"),
         (AvatarState.LISTENING, AvatarState.BOTH, "self"),
         (AvatarState.BOTH, AvatarState.SPEAKING, "other"),
         (AvatarState.SPEAKING, AvatarState.IDLE, "self"),
     ]
-    changes = [entry for entry in logs if entry["event"] == "avatar state changed"]
-    assert [(c["old"], c["new"]) for c in changes] == [(e.old_state.value, e.new_state.value) for e in events]
+    changes = [record for record in caplog.records if record.getMessage() == "avatar state changed"]
+    assert all(record.name == "livekit.plugins.dystream" for record in changes)
+    assert [(c.old, c.new) for c in changes] == [(e.old_state.value, e.new_state.value) for e in events]
     assert state.changes == 4
 
 

@@ -14,7 +14,7 @@ from livekit.agents import Plugin
 from .avatar import AvatarSession
 from .generator import DyStreamVideoGenerator
 from .listener import UserListener
-from .log import stdlib_logger
+from .log import logger
 from .metrics import FrameMetrics, SessionMetrics
 from .models import load_models
 from .remote import accept_avatar_job, avatar_worker_load, dispatch_avatar, run_avatar_job
@@ -43,7 +43,7 @@ __all__ = [
 
 class DyStreamPlugin(Plugin):
     def __init__(self) -> None:
-        super().__init__(__name__, __version__, __package__, stdlib_logger)
+        super().__init__(__name__, __version__, __package__, logger)
 
     def download_files(self) -> None:
         from avatar.download import download_files

@@ -28,10 +28,11 @@ import functools
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from livekit import rtc
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import is_given
 from livekit.agents.voice.avatar import AvatarSession as _BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
 
@@ -39,7 +40,7 @@ from config.settings import Settings, get_settings
 
 from .log import logger
 from .metrics import FrameMetrics, SessionMetrics
-from .models import load_models, prepare_portrait
+from .models import PortraitInput, build_engine
 from .pcm import SAMPLE_RATE
 from .pipeline import AvatarPipeline
 from .remote import DispatchInfo, dispatch_avatar, keep_avatar_dispatched, livekit_api, share_linked_user
@@ -47,11 +48,9 @@ from .trusted_output import AvatarAudioOutput
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
-    from PIL import Image
 
     from avatar.models import AvatarModels
 
-PortraitInput: TypeAlias = "str | os.PathLike[str] | np.ndarray | Image.Image"
 Mode = Literal["in-process", "remote"]
 
 
@@ -94,31 +93,6 @@ def configure(
             ),
         }
     )
-
-
-async def build_engine(
-    portrait: PortraitInput | None, settings: Settings, *, models: AvatarModels | None = None
-) -> tuple[Any, tuple[int, int]]:
-    """An ``AvatarStream`` for ``portrait`` with ``models`` (default: the process's cached ones, ``load_models``),
-    and its video size (width, height)."""
-    from avatar.stream import AvatarStream
-
-    avatar = settings.avatar
-    if models is None:
-        models = await asyncio.to_thread(
-            load_models, settings.model, random_weights=avatar.random_weights, size=avatar.size
-        )
-    state = await asyncio.to_thread(prepare_portrait, portrait, models, settings)
-    engine = AvatarStream(
-        models.motion,
-        models.renderer,
-        state,
-        stream=settings.stream,
-        model=settings.model,
-        noise_seed=settings.model.seed,
-    )
-    size = models.renderer.config.image_size  # frames are square, the renderer's output size
-    return engine, (size, size)
 
 
 def linked_user(agent_session: AgentSession) -> str | None:
@@ -178,7 +152,11 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         # remote: the avatar worker's identity for this dispatch only, not one anyone can know in advance
         self._remote_identity = f"{self._settings.avatar.identity}-{secrets.token_hex(12)}"
         self._models = models  # in-process: these networks instead of the process's cached ones
-        self._credentials = (livekit_url, livekit_api_key, livekit_api_secret)
+        self._credentials: tuple[str | None, str | None, str | None] = (
+            livekit_url,
+            livekit_api_key,
+            livekit_api_secret,
+        )
         self._pipeline: AvatarPipeline | None = None
         self._audio_output: QueueAudioOutput | DataStreamAudioOutput | None = None
         self._share_task: asyncio.Task[None] | None = None
@@ -212,7 +190,24 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         """Where the agent's speech goes (set as the session's audio tail by ``start``)."""
         return self._audio_output
 
-    async def start(self, agent_session: AgentSession, room: rtc.Room) -> None:
+    async def start(
+        self,
+        agent_session: AgentSession,
+        room: rtc.Room,
+        *,
+        livekit_url: NotGivenOr[str] = NOT_GIVEN,
+        livekit_api_key: NotGivenOr[str] = NOT_GIVEN,
+        livekit_api_secret: NotGivenOr[str] = NOT_GIVEN,
+    ) -> None:
+        """Start the avatar for ``agent_session`` in ``room`` (before ``agent_session.start``). The LiveKit
+        credentials, as livekit's avatar plugins take them, are used in remote mode to dispatch the avatar worker;
+        not given, the constructor's, then ``LIVEKIT_URL`` / ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``."""
+        url, key, secret = self._credentials
+        self._credentials = (
+            livekit_url if is_given(livekit_url) else url,
+            livekit_api_key if is_given(livekit_api_key) else key,
+            livekit_api_secret if is_given(livekit_api_secret) else secret,
+        )
         await super().start(agent_session, room)
         if self.mode == "in-process":
             await self._start_in_process(agent_session, room)
@@ -303,4 +298,4 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         if self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
             await pipeline.aclose()
-        logger.info("avatar session closed", mode=self.mode)
+        logger.info("avatar session closed", extra={"mode": self.mode})

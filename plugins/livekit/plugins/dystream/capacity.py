@@ -36,10 +36,12 @@ def calibrate_sessions(settings: Settings) -> int:
         clear_models()  # the job processes load their own
     logger.info(
         "worker capacity measured",
-        sessions=sessions,
-        floor_rung=rung.name,
-        motion_ms_per_tick=round(cost.motion_ms, 2),
-        render_ms_per_tick=round(cost.render_ms, 2),
-        device=str(models.device),
+        extra={
+            "sessions": sessions,
+            "floor_rung": rung.name,
+            "motion_ms_per_tick": round(cost.motion_ms, 2),
+            "render_ms_per_tick": round(cost.render_ms, 2),
+            "device": str(models.device),
+        },
     )
     return sessions

@@ -223,7 +223,7 @@ class DyStreamVideoGenerator(VideoGenerator):
         flush_ms = (time.perf_counter() - started) * 1000.0
         if self._metrics is not None:
             self._metrics.on_interruption(flush_ms)
-        logger.info("avatar interrupted", segment=interrupted, flush_ms=round(flush_ms, 2))
+        logger.info("avatar interrupted", extra={"segment": interrupted, "flush_ms": round(flush_ms, 2)})
 
     def _release_end_waiters(self) -> None:
         for waiter in self._end_waiters.values():
@@ -281,7 +281,10 @@ class DyStreamVideoGenerator(VideoGenerator):
         self._pending.append(TickVideo(frame.index, video, frame.rung))
         if frame.rung != self._rung:
             if self._rung is not None:
-                logger.info("avatar quality rung changed", rung=frame.rung, previous=self._rung, tick=frame.index)
+                logger.info(
+                    "avatar quality rung changed",
+                    extra={"rung": frame.rung, "previous": self._rung, "tick": frame.index},
+                )
             self._rung = frame.rung
         self._record(frame, handed_at)
 

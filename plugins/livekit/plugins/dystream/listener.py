@@ -132,12 +132,12 @@ class UserListener:
         self._user = user
         self._stream = self._open_stream(user)
         self._reader = asyncio.get_running_loop().create_task(self._read(self._stream))
-        logger.info("listening to user", identity=user.identity)
+        logger.info("listening to user", extra={"identity": user.identity})
 
     async def _stop_reading(self) -> None:
         if self._user is None:
             return
-        logger.info("stopped listening to user", identity=self._user.identity)
+        logger.info("stopped listening to user", extra={"identity": self._user.identity})
         self._user = None
         if self._reader is not None:
             self._reader.cancel()

@@ -1,12 +1,8 @@
-"""The plugin's loggers: structlog for our events, a standard logger for livekit-agents' plugin registry."""
+"""The plugin's logger, as every livekit plugin has one: the standard library's, named after the package. Fields go
+in ``extra``; handlers and formats are the application's (livekit-agents' CLI, or ``agent/``)."""
 
 from __future__ import annotations
 
 import logging
 
-from config.log import get_logger
-
-PACKAGE = "livekit.plugins.dystream"
-
-logger = get_logger(PACKAGE)
-stdlib_logger = logging.getLogger(PACKAGE)
+logger = logging.getLogger("livekit.plugins.dystream")

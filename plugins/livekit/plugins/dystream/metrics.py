@@ -121,12 +121,14 @@ class MetricsRecorder:
             self._listening.append(metrics.listening_latency_ms)
         logger.debug(
             "avatar frame",
-            index=metrics.index,
-            speaking=metrics.speaking,
-            total_ms=metrics.timings_ms.get("total"),
-            handoff_ms=round(metrics.handoff_ms, 2),
-            listening_ms=metrics.listening_latency_ms,
-            rung=metrics.rung,
+            extra={
+                "index": metrics.index,
+                "speaking": metrics.speaking,
+                "total_ms": metrics.timings_ms.get("total"),
+                "handoff_ms": round(metrics.handoff_ms, 2),
+                "listening_ms": metrics.listening_latency_ms,
+                "rung": metrics.rung,
+            },
         )
         self._send(metrics)
         if time.perf_counter() - self._last_summary >= self.interval_s:
@@ -182,18 +184,20 @@ class MetricsRecorder:
         summary = self.summary(final=final)
         logger.info(
             "avatar session metrics",
-            final=final,
-            frames=summary.frames,
-            fps=summary.fps,
-            segments=summary.segments,
-            interruptions=summary.interruptions,
-            playback_latency_ms=dict(summary.playback_latency_ms),
-            listening_latency_ms=dict(summary.listening_latency_ms),
-            flush_ms=dict(summary.flush_ms),
-            video=dict(summary.video),
-            rung=summary.rung,
-            rung_frames=summary.rung_frames,
-            total_ms=dict(summary.stage_ms.get("total", {})),
+            extra={
+                "final": final,
+                "frames": summary.frames,
+                "fps": summary.fps,
+                "segments": summary.segments,
+                "interruptions": summary.interruptions,
+                "playback_latency_ms": dict(summary.playback_latency_ms),
+                "listening_latency_ms": dict(summary.listening_latency_ms),
+                "flush_ms": dict(summary.flush_ms),
+                "video": dict(summary.video),
+                "rung": summary.rung,
+                "rung_frames": summary.rung_frames,
+                "total_ms": dict(summary.stage_ms.get("total", {})),
+            },
         )
         self._send(summary)
         return summary
@@ -204,4 +208,4 @@ class MetricsRecorder:
         try:
             self.emit(metrics)
         except Exception as error:  # noqa: BLE001 - a listener's bug must not stop the video
-            logger.warning("metrics listener failed", error=str(error))
+            logger.warning("metrics listener failed", extra={"error": str(error)})

@@ -1,4 +1,5 @@
-"""One model per process: the loaded DyStream models (and prepared portraits), cached at module level.
+"""One model per process: the loaded DyStream models (and prepared portraits), cached at module level, and the
+engine built from them for one portrait (``build_engine``), which both modes use.
 
 Loading the weights takes seconds and gigabytes, so a worker loads them once, ideally in its prewarm hook:
 
@@ -11,16 +12,24 @@ sampler settings such as ``steps`` do not reload anything.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
 
 from config.settings import ModelSettings, Settings, get_settings
 
 from .log import logger
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from avatar.models import AvatarModels
+
+PortraitInput: TypeAlias = "str | os.PathLike[str] | np.ndarray | Image.Image"
 
 _lock = threading.Lock()
 _models: dict[tuple[Any, ...], AvatarModels] = {}
@@ -48,10 +57,12 @@ def load_models(
             _models[key] = load_avatar_models(settings, random_weights=random_weights, size=size, seed=seed)
             logger.info(
                 "avatar models loaded",
-                size=size,
-                random_weights=random_weights,
-                device=settings.device,
-                seconds=round(time.perf_counter() - started, 2),
+                extra={
+                    "size": size,
+                    "random_weights": random_weights,
+                    "device": settings.device,
+                    "seconds": round(time.perf_counter() - started, 2),
+                },
             )
         return _models[key]
 
@@ -62,7 +73,7 @@ def clear_models() -> None:
         _models.clear()
 
 
-def prepare_portrait(portrait: Any, models: AvatarModels, settings: Settings) -> Any:
+def prepare_portrait(portrait: PortraitInput | None, models: AvatarModels, settings: Settings) -> Any:
     """The portrait's state for the engine (crop, m0, appearance volume; cached on disk by ``avatar.portrait``).
 
     ``portrait``: a path, a PIL image or an [H, W, 3] uint8 array; None uses ``settings.avatar.portrait``.
@@ -75,3 +86,28 @@ def prepare_portrait(portrait: Any, models: AvatarModels, settings: Settings) ->
             "no portrait: pass AvatarSession(portrait=...) or set DYSTREAM_AVATAR__PORTRAIT to an image file"
         )
     return prepare(portrait, models.renderer, settings.model)
+
+
+async def build_engine(
+    portrait: PortraitInput | None, settings: Settings, *, models: AvatarModels | None = None
+) -> tuple[Any, tuple[int, int]]:
+    """An ``AvatarStream`` for ``portrait`` with ``models`` (default: the process's cached ones, ``load_models``),
+    and its video size (width, height)."""
+    from avatar.stream import AvatarStream
+
+    avatar = settings.avatar
+    if models is None:
+        models = await asyncio.to_thread(
+            load_models, settings.model, random_weights=avatar.random_weights, size=avatar.size
+        )
+    state = await asyncio.to_thread(prepare_portrait, portrait, models, settings)
+    engine = AvatarStream(
+        models.motion,
+        models.renderer,
+        state,
+        stream=settings.stream,
+        model=settings.model,
+        noise_seed=settings.model.seed,
+    )
+    size = models.renderer.config.image_size  # frames are square, the renderer's output size
+    return engine, (size, size)

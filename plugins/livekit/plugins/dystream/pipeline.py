@@ -90,7 +90,7 @@ class AvatarPipeline:
         await engine.start()
         await runner.start()
         listener.start()
-        logger.info("avatar started", width=width, height=height, fps=fps, agent=agent_identity)
+        logger.info("avatar started", extra={"width": width, "height": height, "fps": fps, "agent": agent_identity})
         return cls(engine, generator, runner, listener, state, metrics, publisher)
 
     async def aclose(self) -> None:

@@ -70,7 +70,7 @@ class PlayoutSource(rtc.AudioSource):
         if 0.0 < self._empty_at < now:
             self.dry_spells += 1
             self.dry_s += now - self._empty_at
-            logger.debug("avatar audio ran dry", ms=round((now - self._empty_at) * 1000.0, 1))
+            logger.debug("avatar audio ran dry", extra={"ms": round((now - self._empty_at) * 1000.0, 1)})
         starts_at = max(self._empty_at, now)
         self._empty_at = starts_at + frame.samples_per_channel / self.sample_rate
         return starts_at

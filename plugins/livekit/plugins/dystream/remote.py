@@ -106,7 +106,9 @@ async def dispatch_avatar(
     )
     async with livekit_api(settings, url, api_key, api_secret) as lkapi:
         dispatch = await lkapi.agent_dispatch.create_dispatch(request)
-    logger.info("avatar worker dispatched", agent_name=agent_name, room=room_name, dispatch_id=dispatch.id)
+    logger.info(
+        "avatar worker dispatched", extra={"agent_name": agent_name, "room": room_name, "dispatch_id": dispatch.id}
+    )
     return dispatch
 
 
@@ -151,7 +153,10 @@ async def keep_avatar_dispatched(
                 continue  # a worker took it: the avatar is on its way
             await client.agent_dispatch.delete_dispatch(dispatch.id, room.name)
         dispatch = await redispatch()
-        logger.warning("no avatar worker took the dispatch: dispatched again", room=room.name, dispatch_id=dispatch.id)
+        logger.warning(
+            "no avatar worker took the dispatch: dispatched again",
+            extra={"room": room.name, "dispatch_id": dispatch.id},
+        )
 
 
 async def share_linked_user(
@@ -168,7 +173,9 @@ async def share_linked_user(
                 await room.local_participant.set_attributes({LINKED_USER_ATTRIBUTE: user})
                 shared = user
             except Exception as error:  # noqa: BLE001 - e.g. reconnecting: tried again at the next look
-                logger.warning("could not name the linked user to the avatar", user=user, error=str(error))
+                logger.warning(
+                    "could not name the linked user to the avatar", extra={"user": user, "error": str(error)}
+                )
         await asyncio.sleep(interval_s)
 
 
@@ -184,7 +191,7 @@ async def accept_avatar_job(request: JobRequest) -> None:
     try:
         info = DispatchInfo.from_json(request.job.metadata)
     except ValueError as error:
-        logger.error("rejecting avatar job", error=str(error), room=request.room.name)
+        logger.error("rejecting avatar job", extra={"error": str(error), "room": request.room.name})
         await request.reject()
         return
     await request.accept(
@@ -207,7 +214,7 @@ async def run_avatar_job(
 ) -> AvatarPipeline | None:
     """The avatar worker's job entrypoint: connect, build the avatar, serve the agent until it leaves.
 
-    ``build(portrait, settings) -> (engine, (width, height))`` makes the engine; default ``avatar.build_engine``
+    ``build(portrait, settings) -> (engine, (width, height))`` makes the engine; default ``models.build_engine``
     (the process's cached models and the prepared portrait).
     """
     global _active_sessions
@@ -217,7 +224,7 @@ async def run_avatar_job(
     from .pipeline import AvatarPipeline
 
     if build is None:
-        from .avatar import build_engine as build
+        from .models import build_engine as build
 
     info = DispatchInfo.from_json(ctx.job.metadata)
     settings = info.apply(settings or get_settings())
@@ -233,7 +240,7 @@ async def run_avatar_job(
     try:
         await asyncio.wait_for(utils.wait_for_participant(room=room, identity=info.agent_identity), AGENT_WAIT_S)
     except TimeoutError:
-        logger.error("the agent to serve is not in the room", agent=info.agent_identity, room=room.name)
+        logger.error("the agent to serve is not in the room", extra={"agent": info.agent_identity, "room": room.name})
         ctx.shutdown(reason="agent not in the room")
         return None
 
@@ -260,7 +267,7 @@ async def run_avatar_job(
 
     def on_participant_disconnected(participant: rtc.RemoteParticipant) -> None:
         if participant.identity == info.agent_identity:
-            logger.info("agent left: avatar leaving", agent=info.agent_identity)
+            logger.info("agent left: avatar leaving", extra={"agent": info.agent_identity})
             ctx.shutdown(reason="agent left the room")
 
     room.on("participant_disconnected", on_participant_disconnected)

@@ -35,7 +35,7 @@ from livekit.agents.utils import log_exceptions
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarOptions, AvatarRunner, VideoGenerator
 
 from .generator import TickAudio, TickVideo
-from .log import logger, stdlib_logger
+from .log import logger
 from .metrics import MetricsRecorder
 from .pacer import FrameSlots
 from .playout import PlayoutSource
@@ -98,7 +98,7 @@ class DyStreamRunner(AvatarRunner):
             self._video_publication = await self._room.local_participant.publish_track(video_track, video_options)
             self._pace_task = asyncio.create_task(self._pace_video(), name="dystream-video-pacer")
 
-    @log_exceptions(logger=stdlib_logger)
+    @log_exceptions(logger=logger)
     async def _forward_video(self) -> None:
         async for item in self._video_gen:
             if isinstance(item, AudioSegmentEnd):
@@ -123,7 +123,7 @@ class DyStreamRunner(AvatarRunner):
                 self._playback_position += item.frame.duration
             self._slots.add_slot(item.index, starts_at + self._video_delay_s)
 
-    @log_exceptions(logger=stdlib_logger)
+    @log_exceptions(logger=logger)
     async def _pace_video(self) -> None:
         """Capture a picture at every slot (``FrameSlots``), on the audio source's clock."""
         loop = asyncio.get_running_loop()
@@ -170,7 +170,9 @@ class DyStreamRunner(AvatarRunner):
 
     async def aclose(self) -> None:
         dry_ms = round(self._playout.dry_s * 1000.0)
-        logger.info("avatar playout closed", audio_dry_spells=self._playout.dry_spells, audio_dry_ms=dry_ms)
+        logger.info(
+            "avatar playout closed", extra={"audio_dry_spells": self._playout.dry_spells, "audio_dry_ms": dry_ms}
+        )
         if self._pace_task is not None:
             self._pace_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

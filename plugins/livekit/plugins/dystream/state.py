@@ -114,5 +114,5 @@ class ConversationState(rtc.EventEmitter[Literal["state_changed"]]):
         event = StateChangedEvent(old_state=self.state, new_state=new, stream=stream, created_at=time.time())
         self.state = new
         self.changes += 1
-        logger.info("avatar state changed", old=event.old_state.value, new=new.value, stream=stream)
+        logger.info("avatar state changed", extra={"old": event.old_state.value, "new": new.value, "stream": stream})
         self.emit("state_changed", event)

@@ -51,7 +51,9 @@ class StateAttributePublisher:
                 # typically the room is not connected yet (the avatar may start before the agent connects)
                 failures += 1
                 if failures == 1 or failures == RETRIES:
-                    logger.warning("could not publish the avatar state attribute", state=value, error=str(error))
+                    logger.warning(
+                        "could not publish the avatar state attribute", extra={"state": value, "error": str(error)}
+                    )
                 if failures >= RETRIES:
                     return
                 await asyncio.sleep(RETRY_S)

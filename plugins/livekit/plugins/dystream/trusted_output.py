@@ -53,8 +53,10 @@ class AvatarAudioOutput(PacedAudioOutput):
         participant = self._room.remote_participants.get(identity)
         logger.warning(
             "the participant under the avatar's identity is not the dispatched avatar: no speech is sent to it",
-            identity=identity,
-            kind=rtc.ParticipantKind.Name(participant.kind) if participant is not None else None,
+            extra={
+                "identity": identity,
+                "kind": rtc.ParticipantKind.Name(participant.kind) if participant is not None else None,
+            },
         )
         await utils.wait_for_participant(room=self._room, identity=identity, kind=AGENT_KIND)
         with contextlib.suppress(RuntimeError):  # it left before setting the attribute: look again
@@ -78,7 +80,6 @@ class AvatarAudioOutput(PacedAudioOutput):
     def _reject(self, data: rtc.RpcInvocationData, method: str) -> str:
         logger.warning(
             "rejected a call from a participant that is not the dispatched avatar",
-            method=method,
-            caller=data.caller_identity,
+            extra={"method": method, "caller": data.caller_identity},
         )
         return "reject"

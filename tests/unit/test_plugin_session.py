@@ -61,10 +61,12 @@ async def livekit_server(monkeypatch):
     url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     for name, value in (("LIVEKIT_URL", url), ("LIVEKIT_API_KEY", "devkey"), ("LIVEKIT_API_SECRET", "secret" * 6)):
         monkeypatch.setenv(name, value)
+    get_settings.cache_clear()  # the process settings read this server's address, not an earlier test's
     http_context._new_session_ctx()
     yield url, calls, signers
     await http_context._close_http_ctx()
     await runner.cleanup()
+    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -104,6 +106,8 @@ async def test_in_process_session_routes_speech_and_never_removes_the_agent(live
     avatar = dystream.AvatarSession(settings=tiny_settings)
     metrics: list[object] = []
     avatar.on("metrics_collected", metrics.append)
+    states: list[dystream.StateChangedEvent] = []
+    avatar.on("state_changed", states.append)
     with fake_job_context(room=room):
         await avatar.start(session, room=room)
         output = session.output.audio
@@ -123,6 +127,8 @@ async def test_in_process_session_routes_speech_and_never_removes_the_agent(live
         output.flush()
         await asyncio.wait_for(output.wait_for_playout(), 5)
         assert len(finished) == 1 and not finished[0].interrupted
+        # the avatar spoke: its session said so, as its attribute did
+        assert states and states[0].new_state is dystream.AvatarState.SPEAKING and states[0].stream == "self"
 
         await avatar.aclose()
     assert not [name for name, _ in calls if name == "RemoveParticipant"]
@@ -156,6 +162,20 @@ async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_clo
         assert identity == avatar.avatar_identity and re.fullmatch(r"avatar-7-[0-9a-f]{24}", identity)
         assert dystream.AvatarSession(mode="remote", avatar_identity="avatar-7").avatar_identity != identity
         assert info.options["model.steps"] == 4
+
+        # its state comes from the dispatched avatar's attribute, and from no one else's
+        states: list[dystream.StateChangedEvent] = []
+        avatar.on("state_changed", states.append)
+        impostor, worker = room.join("avatar-7-impostor"), room.join(identity)
+        room.emit("participant_attributes_changed", {"dystream.state": "speaking"}, impostor)
+        for value in ("listening", "listening", "both", "speaking", "no-such-state"):
+            room.emit("participant_attributes_changed", {"dystream.state": value}, worker)
+        assert [(e.old_state, e.new_state, e.stream) for e in states] == [
+            (dystream.AvatarState.IDLE, dystream.AvatarState.LISTENING, "other"),
+            (dystream.AvatarState.LISTENING, dystream.AvatarState.BOTH, "self"),
+            (dystream.AvatarState.BOTH, dystream.AvatarState.SPEAKING, "other"),
+        ]
+        assert avatar.state is dystream.AvatarState.SPEAKING
         await avatar.aclose()
     removed = [api.RoomParticipantIdentity.FromString(body) for name, body in calls if name == "RemoveParticipant"]
     assert [(r.room, r.identity) for r in removed] == [("fake-room", identity)]

@@ -16,6 +16,9 @@ Two modes (``mode=`` or ``settings.avatar.mode``):
   ``avatar.remote_send_lead_ms`` ahead of real time (``send_pacing.py``), and to the dispatched avatar only
   (``trusted_output.py``). ``aclose()`` removes the avatar worker's participant (the base class does).
 
+State: ``state`` and ``"state_changed"`` events (``StateChangedEvent``) in both modes: in-process from the avatar's
+own state machine, remote from the dispatched avatar worker's ``dystream.state`` attribute (no one else's).
+
 Metrics: ``AvatarMetrics`` (avatar joined, playback latency) from the base class, and our ``FrameMetrics`` /
 ``SessionMetrics`` as ``"metrics_collected"`` events of this session (in-process; a remote worker logs them).
 """
@@ -44,6 +47,8 @@ from .models import PortraitInput, build_engine
 from .pcm import SAMPLE_RATE
 from .pipeline import AvatarPipeline
 from .remote import DispatchInfo, dispatch_avatar, keep_avatar_dispatched, livekit_api, share_linked_user
+from .state import AvatarState, StateChangedEvent
+from .state_attribute import ATTRIBUTE_STATE
 from .trusted_output import AvatarAudioOutput
 
 if TYPE_CHECKING:
@@ -104,7 +109,7 @@ def linked_user(agent_session: AgentSession) -> str | None:
     return participant.identity if participant is not None else None
 
 
-class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
+class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_changed"]]):
     """The DyStream avatar for an ``AgentSession``; options default to ``config.get_settings()``."""
 
     def __init__(
@@ -161,6 +166,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         self._audio_output: QueueAudioOutput | DataStreamAudioOutput | None = None
         self._share_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._state = AvatarState.IDLE
 
     @property
     def mode(self) -> Mode:
@@ -179,6 +185,11 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
         if self.mode == "in-process" and self._room is not None:
             return self._room.local_participant.identity  # the agent publishes the avatar's tracks itself
         return self._remote_identity
+
+    @property
+    def state(self) -> AvatarState:
+        """The avatar's conversation state (idle, listening, speaking, both), as its ``dystream.state`` shows it."""
+        return self._state
 
     @property
     def pipeline(self) -> AvatarPipeline | None:
@@ -229,6 +240,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
             linked_identity=lambda: linked_user(agent_session),
             emit=self._emit_dystream_metrics,
         )
+        self._pipeline.state.on("state_changed", self._on_state_changed)
         self._audio_output = audio
 
     async def _start_remote(self, agent_session: AgentSession, room: rtc.Room) -> None:
@@ -253,6 +265,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
             after_s=self._settings.avatar.redispatch_after_s,
         )
         self._dispatch_task = asyncio.create_task(keep, name="dystream-keep-avatar-dispatched")
+        room.on("participant_attributes_changed", self._on_remote_attributes)
         # the session links its user later (and again when the user comes back): the avatar worker follows it
         self._share_task = asyncio.create_task(
             share_linked_user(room, lambda: linked_user(agent_session)), name="dystream-share-linked-user"
@@ -283,7 +296,24 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected"]]):
     def _emit_dystream_metrics(self, metrics: FrameMetrics | SessionMetrics) -> None:
         self.emit("metrics_collected", metrics)
 
+    def _on_state_changed(self, event: StateChangedEvent) -> None:
+        self._state = event.new_state
+        self.emit("state_changed", event)
+
+    def _on_remote_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        """Remote mode: the avatar worker's state, from its ``dystream.state`` attribute."""
+        if participant.identity != self._remote_identity or ATTRIBUTE_STATE not in changed:
+            return
+        try:
+            new = AvatarState(changed[ATTRIBUTE_STATE])
+        except ValueError:
+            return  # not a state this version knows
+        if new is not self._state:
+            self._on_state_changed(StateChangedEvent.between(self._state, new))
+
     async def aclose(self) -> None:
+        if self.mode == "remote" and self._room is not None:
+            self._room.off("participant_attributes_changed", self._on_remote_attributes)
         if self.mode == "in-process" and self._room is not None:
             # the base class would ask the server to remove `avatar_identity`: here, that is the agent itself
             self._room.off("connection_state_changed", self._on_connection_state_changed)

@@ -9,7 +9,7 @@ file as live. The combined state is
     self off, other off -> idle         self on, other off -> speaking
     self off, other on  -> listening    self on, other on  -> both
 
-Every change is emitted as a ``"state_changed"`` event (``StateChangedEvent``) and logged as one structlog event.
+Every change is emitted as a ``"state_changed"`` event (``StateChangedEvent``) and logged.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ class AvatarState(StrEnum):
     LISTENING = "listening"
     SPEAKING = "speaking"
     BOTH = "both"
+
+    @property
+    def self_active(self) -> bool:
+        return self in (AvatarState.SPEAKING, AvatarState.BOTH)
 
     @classmethod
     def of(cls, self_active: bool, other_active: bool) -> AvatarState:
@@ -79,6 +83,13 @@ class StateChangedEvent:
     new_state: AvatarState
     stream: Stream  # the stream whose change caused it
     created_at: float  # time.time()
+
+    @classmethod
+    def between(cls, old: AvatarState, new: AvatarState) -> StateChangedEvent:
+        """The change from ``old`` to ``new`` seen from outside (the attribute): the agent's stream if its side
+        changed, else the user's."""
+        stream: Stream = "self" if old.self_active != new.self_active else "other"
+        return cls(old_state=old, new_state=new, stream=stream, created_at=time.time())
 
 
 class ConversationState(rtc.EventEmitter[Literal["state_changed"]]):

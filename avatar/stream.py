@@ -49,7 +49,7 @@ from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer
 from avatar.stream_clock import FrameClock
 from avatar.stream_core import STAGES, StageTimer, StreamCore
-from avatar.stream_keyframes import Keyframes
+from avatar.stream_keyframes import FORESIGHT, Keyframes
 from avatar.stream_ladder import QualityGovernor, ladder, rung_index
 from avatar.stream_queues import (
     FRAME_SAMPLES,
@@ -192,6 +192,7 @@ class AvatarStream:
             self.core.lookahead_self,
             int(stream.max_queued_self_s * SAMPLE_RATE),
             prebuffer=ms_to_samples(stream.self_prebuffer_ms),
+            foresight=FORESIGHT,
         )
         self._other = LiveBuffer(self.core.lookahead_other, ms_to_samples(stream.max_other_backlog_ms))
         self._stop = threading.Event()
@@ -398,7 +399,7 @@ class AvatarStream:
                         self_tick.audio, other_tick.audio, self_tick.lookahead, other_tick.lookahead, encode=encode
                     )
                     timer.lap("audio")
-                    plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.lookahead, behind=newest - i)
+                    plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
                     if not plan.generate:
                         self.core.skip()
                         continue

@@ -119,10 +119,16 @@ class SelfTick:
     """What one tick plays of the agent's voice."""
 
     audio: np.ndarray  # [640] float32: the frame's own 40 ms (zeros when idle)
-    lookahead: np.ndarray  # [lookahead] float32: what is queued to play right after (zeros where unknown)
+    ahead: np.ndarray  # [foresight] float32: what is queued to play right after (zeros where unknown)
     segment_id: int | None  # the segment the tick belongs to (None: idle)
     segment_end: bool  # the last tick of a segment that played to its end
     speaking: bool  # the tick carries segment audio
+    lookahead_samples: int  # how much of ``ahead`` the model hears
+
+    @property
+    def lookahead(self) -> np.ndarray:
+        """[lookahead] float32: the part of ``ahead`` the model hears with this tick."""
+        return self.ahead[: self.lookahead_samples]
 
 
 @dataclass
@@ -137,12 +143,13 @@ class _Segment:
 class SelfQueue:
     """Segments of agent speech waiting for playout, consumed 640 samples per tick."""
 
-    def __init__(self, lookahead: int, max_queued: int, prebuffer: int = 0) -> None:
+    def __init__(self, lookahead: int, max_queued: int, prebuffer: int = 0, foresight: int = 0) -> None:
         if lookahead < 0 or max_queued < FRAME_SAMPLES or prebuffer < 0:
             raise InputError(
                 f"invalid self queue sizes: lookahead {lookahead}, max_queued {max_queued}, prebuffer {prebuffer}"
             )
         self.lookahead = lookahead
+        self.foresight = max(foresight, lookahead)  # how far each tick shows what comes next (``SelfTick.ahead``)
         self.max_queued = max_queued
         self.prebuffer = prebuffer  # extra samples a segment waits for before it starts (audio over a network)
         self._segments: deque[_Segment] = deque()
@@ -196,23 +203,26 @@ class SelfQueue:
             if head is not None and not head.started:
                 head.started = head.ended or head.fifo.size >= FRAME_SAMPLES + self.lookahead + self.prebuffer
             if head is None or not head.started:
-                return SelfTick(self._zeros(), self._peek_after(), None, False, False)
+                return self._tick(self._zeros(), None, False, False)
             if head.fifo.size >= FRAME_SAMPLES or head.ended:
                 audio = head.fifo.read(FRAME_SAMPLES)
                 end = head.ended and head.fifo.size == 0
                 if end:
                     self._segments.popleft()
-                return SelfTick(_fit(audio, FRAME_SAMPLES), self._peek_after(), head.id, end, audio.size > 0)
+                return self._tick(_fit(audio, FRAME_SAMPLES), head.id, end, audio.size > 0)
             # underrun: the segment is open but TTS has not delivered the next 40 ms yet; wait with silence
-            return SelfTick(self._zeros(), self._peek_after(), head.id, False, False)
+            return self._tick(self._zeros(), head.id, False, False)
+
+    def _tick(self, audio: np.ndarray, segment_id: int | None, end: bool, speaking: bool) -> SelfTick:
+        return SelfTick(audio, self._peek_after(), segment_id, end, speaking, self.lookahead)
 
     def _zeros(self) -> np.ndarray:
         return np.zeros(FRAME_SAMPLES, dtype=np.float32)
 
     def _peek_after(self) -> np.ndarray:
-        """The next ``lookahead`` samples of the self timeline (ended segments are zero-padded to whole frames)."""
+        """The next ``foresight`` samples of the self timeline (ended segments are zero-padded to whole frames)."""
         parts: list[np.ndarray] = []
-        want = self.lookahead
+        want = self.foresight
         for segment in self._segments:
             if want <= 0:
                 break
@@ -224,7 +234,7 @@ class SelfQueue:
             pad = min(want, -segment.fifo.size % FRAME_SAMPLES)
             parts.append(np.zeros(pad, dtype=np.float32))
             want -= pad
-        return _fit(np.concatenate(parts) if parts else np.zeros(0, np.float32), self.lookahead)
+        return _fit(np.concatenate(parts) if parts else np.zeros(0, np.float32), self.foresight)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,14 @@ class StreamSettings(BaseModel):
         description="the engine's model threads run this much below the process's priority (Linux nice): on a busy "
         "CPU the voice, the event loop and LiveKit's media threads come first, the quality ladder absorbs the rest",
     )
+    remote_worker_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="the same on a remote avatar worker, whose process carries nothing but the avatar: there the model "
+        "threads lower than the process lost to every other process on a busy CPU and missed their pictures' slots, "
+        "while the voice held at either priority (README: CPU priority)",
+    )
     gil_switch_interval_ms: float = Field(
         5.0,
         gt=0,

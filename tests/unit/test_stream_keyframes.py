@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from livekit.plugins.dystream.diagnostics import has_beep
 
-from avatar.stream_keyframes import Keyframes, OnsetFinder
+from avatar.stream_keyframes import FORESIGHT, Keyframes, OnsetFinder
 from avatar.stream_ladder import ladder
 from bench.harness.signals import read_wav, reply_clip
 from config.settings import get_settings
@@ -22,8 +22,9 @@ def tone(ticks: int, level: float, freq: float = 1000.0) -> np.ndarray:
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def run(audio: np.ndarray, rung_name: str, *, lookahead: int = LOOKAHEAD) -> list:
-    """The plan of every tick of float ``audio`` (whole ticks), fed one tick at a time with its lookahead."""
+def run(audio: np.ndarray, rung_name: str, *, lookahead: int = FORESIGHT) -> list:
+    """The plan of every tick of float ``audio`` (whole ticks), fed one tick at a time with what is queued after it,
+    as the engine's self queue shows it (``FORESIGHT``)."""
     keyframes, rung = Keyframes(), RUNGS[rung_name]
     padded = np.concatenate([audio, np.zeros(lookahead, np.float32)])
     plans = []
@@ -54,16 +55,17 @@ def test_with_no_onset_the_lowest_rung_keeps_its_cadence() -> None:
     assert [k for k, plan in enumerate(plans) if plan.generate] == rendered, "a latent only for each picture"
 
 
-@pytest.mark.parametrize("gap", [1, 2])
+@pytest.mark.parametrize("gap", [1, 2, 3])
 def test_an_onset_gets_its_own_picture_and_a_picture_due_before_it_waits(gap: int) -> None:
-    onset = 6 + gap  # the cadence renders ticks 0, 3, 6; the sound starts 1 or 2 ticks after 6
+    """The render thread is left free for the onset's picture: no picture is rendered in the ticks just before it."""
+    onset = 6 + gap  # the cadence renders ticks 0, 3, 6; the sound starts 1 to 3 ticks after 6
     audio = np.concatenate([tone(onset, 0.03, freq=300.0), tone(30 - onset, 0.3)])
     plans = run(audio, "third")
     rendered = [k for k, plan in enumerate(plans) if plan.render]
     assert onset in rendered and plans[onset].onset
     assert 6 not in rendered, "the picture due at tick 6 waited for the onset it saw coming"
     assert rendered == [0, 3, *range(onset, 30, 3)]
-    assert len(rendered) == len(range(0, 30, 3)), "the onset costs no extra picture"
+    assert len(rendered) <= len(range(0, 30, 3)), "the onset costs no extra picture"
 
 
 def test_every_beep_of_a_reply_clip_gets_a_picture_on_its_first_tick_on_every_rung() -> None:
@@ -77,7 +79,7 @@ def test_every_beep_of_a_reply_clip_gets_a_picture_on_its_first_tick_on_every_ru
         rendered = [k for k, plan in enumerate(plans) if plan.render]
         assert all(plans[k].render and plans[k].onset for k in beep_ticks), name
         gaps = np.diff(rendered)
-        assert gaps.max() <= 2 * rung.render_every - 1, f"{name}: a picture held for {gaps.max()} ticks"
+        assert gaps.max() <= 2 * rung.render_every, f"{name}: a picture held for {gaps.max()} ticks"
         # the onsets move the cadence more than they add to it: at most a third more pictures than the rung's rate
         assert len(rendered) <= len(ticks) / rung.render_every * 4 / 3 + 1, f"{name}: {len(rendered)} pictures"
 

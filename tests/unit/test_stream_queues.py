@@ -91,6 +91,19 @@ def test_segment_waits_for_first_frame_plus_lookahead_then_underruns_with_silenc
     assert tail.speaking and tail.segment_end and tail.audio[:320].all() and not tail.audio[320:].any()
 
 
+def test_each_tick_shows_what_is_queued_past_the_models_lookahead_without_waiting_for_it() -> None:
+    foresight = 4 * FRAME_SAMPLES
+    queue = SelfQueue(LOOKAHEAD, 16000 * 10, foresight=foresight)
+    pcm = _speech(FRAME_SAMPLES + LOOKAHEAD + 700)
+    queue.push(pcm)
+    first = queue.take()
+    assert first.speaking, "a segment starts on its first frame and the model's lookahead, not on the foresight"
+    assert first.ahead.shape == (foresight,) and first.lookahead.shape == (LOOKAHEAD,)
+    np.testing.assert_array_equal(to_int16(first.ahead[: LOOKAHEAD + 700]), pcm[FRAME_SAMPLES:])
+    assert not first.ahead[LOOKAHEAD + 700 :].any(), "zeros where nothing is queued yet"
+    np.testing.assert_array_equal(first.lookahead, first.ahead[:LOOKAHEAD])
+
+
 def test_lookahead_crosses_into_the_next_queued_segment() -> None:
     queue = SelfQueue(LOOKAHEAD, 16000 * 10)
     a, b = _speech(FRAME_SAMPLES + 100, 1), _speech(3 * FRAME_SAMPLES, 2)

@@ -228,9 +228,12 @@ async def run_avatar_job(
 
     info = DispatchInfo.from_json(ctx.job.metadata)
     settings = info.apply(settings or get_settings())
-    stream = settings.stream  # the agent's speech comes over the network here: start each reply with a jitter buffer
+    # the agent's speech comes over the network here: start each reply with a jitter buffer; and this process carries
+    # only the avatar, so its model threads take the process's priority (``stream.remote_worker_nice``)
+    stream = settings.stream
     prebuffer = max(stream.self_prebuffer_ms, stream.remote_self_prebuffer_ms)
-    settings = settings.model_copy(update={"stream": stream.model_copy(update={"self_prebuffer_ms": prebuffer})})
+    remote = {"self_prebuffer_ms": prebuffer, "worker_nice": stream.remote_worker_nice}
+    settings = settings.model_copy(update={"stream": stream.model_copy(update=remote)})
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     room = ctx.room
     local = room.local_participant

@@ -8,6 +8,7 @@ per mode and shared by the tests that check different things about them.
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,9 @@ def measuring_client_priority() -> None:
     """The user's client (this process) runs on its own machine in a deployment: here it gets priority over the
     workers, so a busy machine delays what the workers send, not how this process reads it (harness/priority.py)."""
     priority.favour_this_process()
+    # The unit tests ran in this process before: their leftovers (models, tensors, parsed files) leave the collector's
+    # full passes, which would otherwise walk all of them, at this favoured priority, while the client reads the media.
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

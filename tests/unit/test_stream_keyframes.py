@@ -22,16 +22,16 @@ def tone(ticks: int, level: float, freq: float = 1000.0) -> np.ndarray:
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def run(audio: np.ndarray, rung_name: str, *, lookahead: int = FORESIGHT) -> list:
+def run(audio: np.ndarray, rung_name: str, *, ahead: int = FORESIGHT) -> list:
     """The plan of every tick of float ``audio`` (whole ticks), fed one tick at a time with what is queued after it,
     as the engine's self queue shows it (``FORESIGHT``)."""
     keyframes, rung = Keyframes(), RUNGS[rung_name]
-    padded = np.concatenate([audio, np.zeros(lookahead, np.float32)])
+    padded = np.concatenate([audio, np.zeros(ahead, np.float32)])
     plans = []
     for k in range(len(audio) // FRAME):
         start = k * FRAME
         plans.append(
-            keyframes.plan(k, rung, padded[start : start + FRAME], padded[start + FRAME : start + FRAME + lookahead])
+            keyframes.plan(k, rung, padded[start : start + FRAME], padded[start + FRAME : start + FRAME + ahead])
         )
     return plans
 

@@ -489,7 +489,8 @@ class AvatarStream:
 
     def _summary(self) -> dict[str, Any]:
         stats = self.stats
-        keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", "total_ms_p50", "late_ticks")
+        stages = tuple(f"{stage}_ms_{q}" for stage in STAGES for q in ("p50", "p95"))
+        keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", *stages, "late_ticks")
         return {key: round(stats[key], 2) if isinstance(stats.get(key), float) else stats.get(key) for key in keys}
 
 

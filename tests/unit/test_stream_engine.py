@@ -10,6 +10,7 @@ busy 2-core machine. ``python -m bench.stream`` measures the tiny configuration 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -92,7 +93,8 @@ async def _take(stream: AvatarStream, n: int) -> tuple[list[AudioTick], list[Str
     return ticks, pictures
 
 
-async def test_ticks_are_paced_at_25_fps_from_the_start_and_pictures_follow(models) -> None:
+async def test_ticks_are_paced_at_25_fps_from_the_start_and_pictures_follow(models, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="avatar.stream")
     stream = _engine(models)
     await stream.start()
     started = time.perf_counter()
@@ -114,6 +116,10 @@ async def test_ticks_are_paced_at_25_fps_from_the_start_and_pictures_follow(mode
     assert all(p.rgb.shape == (64, 64, 3) and p.rgb.dtype == np.uint8 for p in pictures)
     assert all(p.created_at >= p.tick.taken_at for p in pictures)
     assert set(pictures[-1].timings_ms) == {"audio", "transformer", "head", "render", "total"}
+    # the closing summary says where a picture's time went: each stage's p50 and p95
+    (closed,) = [r for r in caplog.records if r.getMessage() == "stream closed"]
+    for stage in pictures[-1].timings_ms:
+        assert 0 < closed.__dict__[f"{stage}_ms_p50"] <= closed.__dict__[f"{stage}_ms_p95"]
 
 
 async def test_segment_audio_leaves_with_the_ticks_640_samples_each(models) -> None:

@@ -147,24 +147,28 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
     video = rtc.VideoFrame(64, 64, rtc.VideoBufferType.RGB24, bytes(64 * 64 * 3))
     speech = rtc.AudioFrame(bytes(1280), 16000, 1, 640)
 
-    gate = asyncio.Event()
+    waiting, gate, captured = asyncio.Event(), asyncio.Event(), asyncio.Event()
     capture = runner._playout.capture_frame
 
     async def slow_capture(frame: rtc.AudioFrame) -> float:
         if frame is speech and not gate.is_set():
+            waiting.set()
             await gate.wait()
+            position = await capture(frame)
+            captured.set()
+            return position
         return await capture(frame)
 
     runner._playout.capture_frame = slow_capture  # type: ignore[method-assign]
     await agent.say(0.04)  # the receiver side: a segment is playing
     for item in (TickAudio(0, speech), TickVideo(0, video, "full")):
         generator.items.put_nowait(item)
-    await asyncio.sleep(0.1)  # the runner waits in capture_frame with the first frame of speech
+    await waiting.wait()  # the runner waits in capture_frame with the first frame of speech
     agent.interrupt()
     event = await agent.wait_for_playout()
     assert event.interrupted
     gate.set()
-    await asyncio.sleep(0.1)
+    await captured.wait()
     assert agent.started == 0, "the interrupted frame opened a playback"
 
     await agent.say(0.04)  # the next reply plays out: one start, its own position

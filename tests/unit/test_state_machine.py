@@ -163,29 +163,34 @@ def test_gate_off_passes_everything() -> None:
     np.testing.assert_array_equal(np.concatenate(out), noise)
 
 
-class SlowParticipant:
+class HeldParticipant:
+    """Each write starts at once and is held until the test lets it finish."""
+
     def __init__(self) -> None:
         self.writes: list[dict[str, str]] = []
+        self.in_flight = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def set_attributes(self, attributes: dict[str, str]) -> None:
-        await asyncio.sleep(0.02)
         self.writes.append(dict(attributes))
+        self.in_flight.set()
+        await self.release.wait()
 
 
 async def test_state_attribute_is_published_and_coalesced() -> None:
     state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
-    participant = SlowParticipant()
+    participant = HeldParticipant()
     publisher = StateAttributePublisher(state, participant)
-    await asyncio.sleep(0.05)
+    await participant.in_flight.wait()
     assert participant.writes == [{ATTRIBUTE_STATE: "idle"}]
-    for _ in range(10):  # a burst of changes while a write is in flight
+    for _ in range(10):  # a burst of changes while that write is in flight
         state.update("other", True, 20)
         state.update("other", False, 20)
     state.update("self", True, 20)
-    await asyncio.sleep(0.2)
-    await publisher.aclose()
-    assert participant.writes[-1] == {ATTRIBUTE_STATE: "speaking"}
-    assert len(participant.writes) <= 3  # idle, (one stale in flight), speaking: not one write per change
+    participant.release.set()
+    await publisher.aclose()  # waits for the writes in progress
+    # idle, then only the newest state: not one write per change
+    assert participant.writes == [{ATTRIBUTE_STATE: "idle"}, {ATTRIBUTE_STATE: "speaking"}]
 
 
 class NotYetConnected:
@@ -201,11 +206,11 @@ class NotYetConnected:
 
 
 async def test_state_attribute_is_retried_until_the_room_connects(monkeypatch) -> None:
-    monkeypatch.setattr(state_attribute, "RETRY_S", 0.01)
+    monkeypatch.setattr(state_attribute, "RETRY_S", 0.0)
     state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
     participant = NotYetConnected(failures=3)
     publisher = StateAttributePublisher(state, participant)
     state.update("other", True, 20)
-    await asyncio.sleep(0.2)
-    await publisher.aclose()
+    await publisher.aclose()  # waits for the retries in progress
+    assert participant.failures == 0
     assert participant.attributes == {ATTRIBUTE_STATE: "listening"}

@@ -30,6 +30,7 @@ FILE_ORDER = [
     "test_rejoin.py",
     "test_dispatch_recovery.py",
     "test_soak.py",
+    "test_livekit_entry.py",
     "test_server_restart.py",
     "test_secrets.py",
 ]

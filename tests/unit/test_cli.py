@@ -233,3 +233,42 @@ def test_torch_threads_wait_passively_unless_the_environment_says_otherwise(give
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "DYSTREAM_"))}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, cwd=REPO, timeout=300
+    )
+
+
+# livekit-agents' entry point (`python -m livekit.agents start <file>`, which `lk agent` drives) finds the worker by
+# its own discovery: a module-level AgentServer
+DISCOVER = """
+from pathlib import Path
+from livekit.agents import AgentServer
+from livekit.agents.cli.discover import get_import_data
+import importlib
+data = get_import_data(path=Path({path!r}))
+server = getattr(importlib.import_module(data.module_data.module_import_str), data.app_name)
+print(data.app_name, type(server).__name__, isinstance(server, AgentServer))
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [("agent/app.py", "DYSTREAM_AGENT__MAX_JOBS"), ("agent/avatar_app.py", "DYSTREAM_AVATAR__MAX_SESSIONS_PER_WORKER")],
+)
+def test_livekits_own_entry_point_finds_each_worker(path: str, limit: str) -> None:
+    # the load limit given, so building the worker measures nothing (no model is loaded)
+    done = run_python(DISCOVER.format(path=path), {limit: "2", "DYSTREAM_AGENT__AGENT_NAME": "a"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["server", "AgentServer", "True"]
+
+
+def test_livekits_own_entry_point_reports_a_bad_setting_in_one_line() -> None:
+    done = run_python("import agent.app", {"DYSTREAM_STREAM__FPS": "0"})
+    assert done.returncode == 2
+    assert done.stderr == (
+        "dystream start: error: DYSTREAM_STREAM__FPS=0 is invalid: should be greater than or equal to 1\n"
+    )

@@ -29,11 +29,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in the repository, with this environment's LIVEKIT_* and DYSTREAM_* replaced by ``env``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "DYSTREAM_"))}
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, env={**base, **(env or {})}, cwd=REPO
+        [sys.executable, *args], capture_output=True, text=True, env={**base, **(env or {})}, cwd=REPO, timeout=300
     )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_python("-m", "agent", *args, env=env)
 
 
 def test_every_worker_command_is_registered_with_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,13 +240,6 @@ def test_torch_threads_wait_passively_unless_the_environment_says_otherwise(give
     assert done.stdout.strip() == expected
 
 
-def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "DYSTREAM_"))}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, cwd=REPO, timeout=300
-    )
-
-
 # livekit-agents' entry point (`python -m livekit.agents start <file>`, which `lk agent` drives) finds the worker by
 # its own discovery: a module-level AgentServer
 DISCOVER = """
@@ -261,13 +259,13 @@ print(data.app_name, type(server).__name__, isinstance(server, AgentServer))
 )
 def test_livekits_own_entry_point_finds_each_worker(path: str, limit: str) -> None:
     # the load limit given, so building the worker measures nothing (no model is loaded)
-    done = run_python(DISCOVER.format(path=path), {limit: "2", "DYSTREAM_AGENT__AGENT_NAME": "a"})
+    done = run_python("-c", DISCOVER.format(path=path), env={limit: "2", "DYSTREAM_AGENT__AGENT_NAME": "a"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["server", "AgentServer", "True"]
 
 
 def test_livekits_own_entry_point_reports_a_bad_setting_in_one_line() -> None:
-    done = run_python("import agent.app", {"DYSTREAM_STREAM__FPS": "0"})
+    done = run_python("-c", "import agent.app", env={"DYSTREAM_STREAM__FPS": "0"})
     assert done.returncode == 2
     assert done.stderr == (
         "dystream start: error: DYSTREAM_STREAM__FPS=0 is invalid: should be greater than or equal to 1\n"

@@ -18,9 +18,10 @@ voice (``avatar.stream_keyframes``). The render thread always renders the newest
 late for its tick is dropped by the publisher, which repeats the last one. ``QualityGovernor``
 (``avatar.stream_ladder``) moves the engine down the quality ladder when a thread cannot keep up and back up with
 hysteresis. The two model threads run at a lower CPU priority (``stream.worker_nice``) than the event loop and
-LiveKit's media threads, and the process's GIL switch interval is set from ``stream.gil_switch_interval_ms``
-(Python's 5 ms by default; shorter lets the loop, which releases the GIL at every native call, take it back sooner
-from the model threads).
+LiveKit's media threads, the motion thread lower still (``stream.motion_extra_nice``: a picture has a deadline, the
+audio of the ticks between pictures has none), and the process's GIL switch interval is set from
+``stream.gil_switch_interval_ms`` (Python's 5 ms by default; shorter lets the loop, which releases the GIL at every
+native call, take it back sooner from the model threads).
 
 ``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and
@@ -383,7 +384,7 @@ class AvatarStream:
 
     def _run_motion(self) -> None:
         torch.set_grad_enabled(False)
-        _lower_priority(self.settings.worker_nice)
+        _lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
         keyframes = Keyframes()
         try:
             while (batch := self._inbox.take_all()) is not None:
@@ -393,13 +394,16 @@ class AvatarStream:
                 generated = 0
                 for i, (tick, self_tick, other_tick) in enumerate(batch):
                     timer = StageTimer(self.core.device)
-                    # when behind, only the last ticks' audio is encoded; older ones repeat the previous token
-                    encode = i > newest - 2 * rung.motion_every
+                    plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
+                    # only a tick that gets a latent encodes its audio, and the ticks since the last one with it
                     self.core.hear(
-                        self_tick.audio, other_tick.audio, self_tick.lookahead, other_tick.lookahead, encode=encode
+                        self_tick.audio,
+                        other_tick.audio,
+                        self_tick.lookahead,
+                        other_tick.lookahead,
+                        encode=plan.generate,
                     )
                     timer.lap("audio")
-                    plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
                     if not plan.generate:
                         self.core.skip()
                         continue

@@ -142,6 +142,18 @@ class StreamFeatures:
         self.commit(audio)
         return self._feature(self.frames - 1, lookahead)
 
+    def recent(self, count: int, lookahead: np.ndarray) -> torch.Tensor:
+        """Features [count, A] of the newest ``count`` committed frames, all from the newest frame's window: one
+        encoder run for all of them (the older frames get that much more lookahead and less left context)."""
+        newest = self.frames - 1
+        if not 1 <= count <= min(self.left_context_frames + 1, newest - self.prefix_frames + 1):
+            raise InputError(f"cannot take the features of {count} recent frames from one window")
+        if self.full_context:
+            return torch.stack(
+                [self._full_context_feature(f, lookahead) for f in range(newest - count + 1, newest + 1)]
+            )
+        return self._window_features(newest, count, lookahead)
+
     def commit(self, audio: np.ndarray) -> None:
         """Append the next 40 ms to the stream's timeline (``next`` does it too, with the frame's feature)."""
         if audio.shape != (SAMPLES_PER_FRAME,):
@@ -161,19 +173,23 @@ class StreamFeatures:
     def _feature(self, frame: int, lookahead: np.ndarray) -> torch.Tensor:
         if self.full_context:
             return self._full_context_feature(frame, lookahead)
+        return self._window_features(frame, 1, lookahead)[0]
+
+    def _window_features(self, frame: int, count: int, lookahead: np.ndarray) -> torch.Tensor:
+        """Features [count, A] of frames ``frame - count + 1`` … ``frame`` from ``frame``'s window."""
         end = (frame + 1) * SAMPLES_PER_FRAME + lookahead.size  # the lookahead has the same length for every frame
         begin = (frame - self.left_context_frames) * SAMPLES_PER_FRAME  # before the prefix: silence, as before it
         window = self._window(max(begin, 0), end, lookahead)
         if begin < 0:
             window = np.concatenate([np.zeros(-begin, dtype=np.float32), window])
-        local = self.left_context_frames
         if not window.any():
-            key = (window.size, local)
-            if key not in self._silent:
-                self._silent[key] = self._encode_frame(window, local)
-            return self._silent[key]
-        mean, std = self._running_stats(end, lookahead)
-        return self._encode_frame(((window - mean) / std).astype(np.float32), local)
+            if window.size not in self._silent:
+                self._silent[window.size] = self._encode(window)
+            feat50 = self._silent[window.size]
+        else:
+            mean, std = self._running_stats(end, lookahead)
+            feat50 = self._encode(((window - mean) / std).astype(np.float32))
+        return self._frames_of(feat50, self.left_context_frames, count)
 
     def _running_stats(self, end: int, lookahead: np.ndarray) -> tuple[np.float32, np.float32]:
         """Mean and ``sqrt(var + 1e-7)`` of timeline samples [0, end) (everything heard up to the window's end)."""
@@ -189,12 +205,14 @@ class StreamFeatures:
         var = max(sumsq / end - mean * mean, 0.0)
         return np.float32(mean), np.float32(np.sqrt(var + NORM_EPS))
 
-    def _encode_frame(self, normalized: np.ndarray, local: int) -> torch.Tensor:
-        """Feature [A] of window frame ``local``: the mean of its two 50 Hz features (unstretched 25 fps)."""
-        feat50 = self._encode(normalized)
+    @staticmethod
+    def _frames_of(feat50: torch.Tensor, local: int, count: int) -> torch.Tensor:
+        """Features [count, A] of window frames ``local - count + 1`` … ``local``: the mean of each one's two 50 Hz
+        features (unstretched 25 fps)."""
         if feat50.shape[0] < 2 * local + 2:
-            raise InputError(f"audio window of {normalized.size} samples is too short for frame {local}")
-        return 0.5 * (feat50[2 * local] + feat50[2 * local + 1])
+            raise InputError(f"audio window of {feat50.shape[0]} 50 Hz features is too short for frame {local}")
+        pairs = feat50[2 * (local - count + 1) : 2 * local + 2]
+        return 0.5 * (pairs[0::2] + pairs[1::2])
 
     def _encode(self, normalized: np.ndarray) -> torch.Tensor:
         """Encoder input (normalised window + 80 zeros) → 50 Hz features [L, A]."""

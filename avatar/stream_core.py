@@ -136,6 +136,7 @@ class StreamCore:
         self.noise = noise or seeded_noise(seed, face)
 
         context, left = self.config.context, int(np.ceil(left_context_ms / 40))
+        self.left_context_frames = left
         self.features = {
             name: StreamFeatures(
                 encoder,
@@ -157,6 +158,7 @@ class StreamCore:
         self.full_rung = Rung("full", self.steps, True, 1, 1)
         self._all_branch = self.branches.index(ALL_BRANCH)
         self._held = 0  # frames since the last generated latent, holding its value in the history
+        self._stand_ins = 0  # newest frames whose token is a stand-in (``hear(encode=False)``)
 
         configure_tf32(self.device, allow_tf32)
         on_cuda = self.device.type == "cuda" and cuda_graphs
@@ -208,15 +210,23 @@ class StreamCore:
         *,
         encode: bool = True,
     ) -> None:
-        """Take the next frame's audio into the window: its fused audio token (``encode=False``: the previous
-        token again, for a frame the engine had no time for; its samples still enter the audio context)."""
-        if encode or self.fused is None:
-            tokens = self._audio_tokens(self_audio, other_audio, self_lookahead, other_lookahead)
-        else:
-            for name, audio in (("self", self_audio), ("other", other_audio)):
-                self.features[name].commit(_frame(audio, f"{name} audio"))
-            tokens = self.fused[:, -1:]
-        self.fused = tokens if self.fused is None else torch.cat([self.fused[:, 1:], tokens], dim=1)
+        """Take the next frame's audio into the window: its fused audio token. ``encode=False`` (a frame that gets
+        no latent of its own, or one the engine had no time for): the previous token stands in for it, and its
+        samples enter the audio context; the next encoded frame's window then encodes it too (one encoder run for
+        both) and its token replaces the stand-in, while still in the window."""
+        if self.fused is None:
+            self.fused = self._audio_tokens(self_audio, other_audio, self_lookahead, other_lookahead)
+            return
+        for name, audio in (("self", self_audio), ("other", other_audio)):
+            self.features[name].commit(_frame(audio, f"{name} audio"))
+        if not encode:
+            self._stand_ins += 1
+            self.fused = torch.cat([self.fused[:, 1:], self.fused[:, -1:]], dim=1)
+            return
+        count = min(1 + self._stand_ins, self.left_context_frames + 1, self.fused.shape[1])
+        self._stand_ins = 0
+        tokens = self._recent_tokens(count, self_lookahead, other_lookahead)
+        self.fused = torch.cat([self.fused[:, 1 : self.fused.shape[1] - count + 1], tokens], dim=1)
 
     @torch.inference_mode()
     def skip(self) -> None:
@@ -309,19 +319,36 @@ class StreamCore:
         self_lookahead: np.ndarray | None,
         other_lookahead: np.ndarray | None,
     ) -> torch.Tensor:
-        """Fused tokens [B, n, H] of the frames new to the window (all 94 at the first step, then 1)."""
-        feats = []
-        for name, audio, ahead, size in (
-            ("self", self_audio, self_lookahead, self.lookahead_self),
-            ("other", other_audio, other_lookahead, self.lookahead_other),
-        ):
-            audio = _frame(audio, f"{name} audio")
-            ahead = np.zeros(0, np.float32) if ahead is None else np.asarray(ahead, dtype=np.float32).reshape(-1)
-            if not self.full_context:
-                ahead = ahead[:size] if ahead.size >= size else np.pad(ahead, (0, size - ahead.size))
-            features = self.features[name]
-            feats.append(features.first(audio, ahead) if self.fused is None else features.next(audio, ahead)[None])
+        """Fused tokens [B, 94, H] of the first window (the silent prefix and the first frame)."""
+        feats = [
+            self.features[name].first(_frame(audio, f"{name} audio"), self._lookahead(ahead, size))
+            for name, audio, ahead, size in (
+                ("self", self_audio, self_lookahead, self.lookahead_self),
+                ("other", other_audio, other_lookahead, self.lookahead_other),
+            )
+        ]
         return self.motion.fuse(feats[0], feats[1], self.branches)
+
+    def _recent_tokens(
+        self, count: int, self_lookahead: np.ndarray | None, other_lookahead: np.ndarray | None
+    ) -> torch.Tensor:
+        """Fused tokens [B, count, H] of the newest ``count`` committed frames."""
+        feats = [
+            self.features[name].recent(count, self._lookahead(ahead, size))
+            for name, ahead, size in (
+                ("self", self_lookahead, self.lookahead_self),
+                ("other", other_lookahead, self.lookahead_other),
+            )
+        ]
+        return self.motion.fuse(feats[0], feats[1], self.branches)
+
+    def _lookahead(self, ahead: np.ndarray | None, size: int) -> np.ndarray:
+        """The audio after a frame, as the encoder window takes it: ``size`` samples, zero-padded (the whole rest of
+        the clip in full-context mode)."""
+        ahead = np.zeros(0, np.float32) if ahead is None else np.asarray(ahead, dtype=np.float32).reshape(-1)
+        if self.full_context:
+            return ahead
+        return ahead[:size] if ahead.size >= size else np.pad(ahead, (0, size - ahead.size))
 
     def run_clip(
         self, audio_self: np.ndarray, audio_other: np.ndarray | None = None, *, render: bool = False

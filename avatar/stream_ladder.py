@@ -16,8 +16,11 @@ engine thread (motion, render) reports how long it worked and how much of its du
 thread had no time to generate, latents the render thread had no time to render); over a window of about half a
 second, a thread that missed more than ``MISS_LIMIT`` of its work, or was busy more than ``SATURATED`` of the wall
 time, cannot keep up, and the engine steps down (after ``DOWN_HOLD_S`` since the last change) to the first rung that
-lightens that thread (a slow renderer gains nothing from fewer sampler steps). A busy thread that still keeps up
-keeps its rung. A load under ``LOW_LOAD`` with nothing missed for ``up_hold_s`` steps one rung up. A step up that has
+lightens that thread (a slow renderer gains nothing from fewer sampler steps). A thread that missed more than
+``FAR_BEHIND`` of its work needs at least twice the time it has: it goes straight to the first rung that cuts its
+own cadence (fewer sampler steps save a few percent), so a call that starts on a slow machine reaches a rung that
+holds within a second instead of one rung every ``DOWN_HOLD_S``. A busy thread that still keeps up keeps its rung.
+A load under ``LOW_LOAD`` with nothing missed for ``up_hold_s`` steps one rung up. A step up that has
 to be undone within ``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge
 does not oscillate. Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
 """
@@ -35,6 +38,7 @@ from avatar.errors import InputError
 log = logging.getLogger(__name__)
 
 MISS_LIMIT = 0.1
+FAR_BEHIND = 0.5
 SATURATED = 0.98
 LOW_LOAD = 0.55
 WINDOW_S = 0.5
@@ -141,7 +145,8 @@ class QualityGovernor:
         behind = [name for name in load if misses[name] > MISS_LIMIT or load[name] > SATURATED]
         if behind:
             self._calm_since = None
-            target = self._relief(max(behind, key=lambda name: (misses[name], load[name])))
+            thread = max(behind, key=lambda name: (misses[name], load[name]))
+            target = self._relief(thread, far=misses[thread] > FAR_BEHIND)
             if target is not None and now - self._last_change >= DOWN_HOLD_S:
                 if now - self._last_up < RETRY_WINDOW_S:  # the last step up did not hold: wait longer next time
                     self.up_hold_s = min(2 * self.up_hold_s, MAX_UP_HOLD_S)
@@ -156,13 +161,18 @@ class QualityGovernor:
             self._calm_since = None
         return self.rung
 
-    def _relief(self, thread: str) -> int | None:
+    def _relief(self, thread: str, *, far: bool) -> int | None:
         """The next rung down (not past the floor) that lightens ``thread``: any rung lightens the motion thread;
-        only one that renders fewer frames lightens the render thread."""
-        for index in range(self.index + 1, self.floor + 1):
-            if thread == "motion" or self.rungs[index].render_every > self.rung.render_every:
-                return index
-        return None
+        only one that renders fewer frames lightens the render thread. ``far`` behind, the motion thread goes to
+        the first rung that generates fewer latents (or the floor)."""
+        below = range(self.index + 1, self.floor + 1)
+        if not below:
+            return None
+        if thread == "render":
+            return next((i for i in below if self.rungs[i].render_every > self.rung.render_every), None)
+        if far:
+            return next((i for i in below if self.rungs[i].motion_every > self.rung.motion_every), self.floor)
+        return below[0]
 
     def _move(self, index: int, now: float, load: dict[str, float]) -> None:
         before, self.index = self.rung, index

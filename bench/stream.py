@@ -460,8 +460,9 @@ def ladder_costs(models: Models, audio: tuple[np.ndarray, np.ndarray], frames: i
         latent = last_generated = None
         for j, (a_self, a_other) in enumerate(_ticks(audio, settings, frames)):
             started = time.perf_counter()
-            core.hear(a_self[0], a_other[0], a_self[1], a_other[1])
-            if last_generated is None or j - last_generated >= rung.motion_every:
+            generate = last_generated is None or j - last_generated >= rung.motion_every
+            core.hear(a_self[0], a_other[0], a_self[1], a_other[1], encode=generate)  # as the engine does
+            if generate:
                 latent, last_generated = core.generate(rung), j
                 render = j % rung.render_every == 0
             else:

@@ -93,11 +93,12 @@ class StreamSettings(BaseModel):
         0, ge=0, le=1000, description="agent speech a reply waits for before it starts playing, beyond the lookahead"
     )
     remote_self_prebuffer_ms: int = Field(
-        200,
+        80,
         ge=0,
         le=1000,
         description="the same on a remote avatar worker, where the speech comes over LiveKit data streams: a jitter "
-        "buffer, so a late packet does not leave a hole in the voice",
+        "buffer, so a late packet does not leave a hole in the voice (the agent sends its speech ahead of real time, "
+        "avatar.remote_send_lead_ms, so only a reply's first packets can come late)",
     )
     max_other_backlog_ms: int = Field(
         200, ge=40, le=5000, description="user audio kept beyond lookahead before dropping"
@@ -120,6 +121,14 @@ class StreamSettings(BaseModel):
         description="the same on a remote avatar worker, whose process carries nothing but the avatar: there the model "
         "threads lower than the process lost to every other process on a busy CPU and missed their pictures' slots, "
         "while the voice held at either priority (README: CPU priority)",
+    )
+    motion_extra_nice: int = Field(
+        4,
+        ge=0,
+        le=19,
+        description="the motion thread runs this much further below the process than the render thread: on a busy "
+        "CPU the render thread comes first, as a picture has a deadline (its slot) and most of the motion thread's "
+        "work (the ticks between pictures) has none",
     )
     gil_switch_interval_ms: float = Field(
         5.0,
@@ -184,6 +193,13 @@ class AvatarSettings(BaseModel):
         ge=0,
         le=1000,
         description="audio kept queued for sending: a frame the engine delivers this much late still plays smoothly",
+    )
+    remote_playout_lead_ms: float = Field(
+        200.0,
+        ge=0,
+        le=1000,
+        description="the same on a remote avatar worker: its speech waits less in the jitter buffer "
+        "(stream.remote_self_prebuffer_ms) and more in this lead, where the pictures use the wait as render time",
     )
     remote_send_lead_ms: float = Field(
         500.0,

@@ -157,12 +157,15 @@ async def test_avatar_job_serves_the_agent_over_data_streams_and_rpc() -> None:
 
     async def build(portrait, settings):
         assert portrait is None and (settings.vad.backend, settings.model.steps) == ("webrtc", 1)
-        # a worker's own settings, with the remote variants: a jitter buffer for the speech, its own thread priority
+        # a worker's own settings, with the remote variants: a jitter buffer for the speech, a longer playout lead,
+        # its own thread priority
         assert (settings.stream.self_prebuffer_ms, settings.stream.worker_nice) == (240, 2)
+        assert settings.avatar.playout_lead_ms == 160
         return tiny_engine(settings.stream, settings.model), (128, 128)
 
     own = get_settings().model_copy(deep=True)
     own.stream.worker_nice, own.stream.remote_worker_nice, own.stream.remote_self_prebuffer_ms = 7, 2, 240
+    own.avatar.playout_lead_ms, own.avatar.remote_playout_lead_ms = 80, 160
     with fake_job_context(room=room, job_metadata=info.to_json()) as ctx:
         ctx._on_shutdown = shutdowns.append
         pipeline = await run_avatar_job(ctx, settings=own, build=build)

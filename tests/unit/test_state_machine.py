@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from livekit.plugins.dystream import state_attribute
 from livekit.plugins.dystream.gate import SpeechGate
-from livekit.plugins.dystream.state import AvatarState, ConversationState, SpeechHysteresis
+from livekit.plugins.dystream.state import AvatarState, ConversationState, HeardSpeech, SpeechHysteresis
 from livekit.plugins.dystream.state_attribute import ATTRIBUTE_STATE, StateAttributePublisher
 from livekit.plugins.dystream.vad import create_vad
 
@@ -25,6 +25,31 @@ def read_wav(name: str) -> np.ndarray:
     assert path.is_file(), f"sample {path} is missing: set DYSTREAM_SAMPLES_DIR to the shared samples folder"
     with wave.open(str(path)) as f:
         return np.frombuffer(f.readframes(f.getnframes()), np.int16)
+
+
+async def test_the_agents_speech_is_reported_when_it_is_heard_and_an_interruption_drops_what_was_not() -> None:
+    loop = asyncio.get_running_loop()
+    state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
+    changes: list[tuple[AvatarState, float]] = []
+    state.on("state_changed", lambda event: changes.append((event.new_state, loop.time())))
+    speech = HeardSpeech(state, frame_ms=40.0, delay_s=0.08)
+
+    taken = loop.time()
+    speech.tick(True)
+    assert state.state is AvatarState.IDLE  # taken, not heard yet
+    heard = loop.create_future()
+    state.once("state_changed", lambda _: heard.set_result(None))
+    await heard
+    assert changes[0][0] is AvatarState.SPEAKING and changes[0][1] - taken >= 0.08
+
+    speech.tick(True)
+    speech.tick(False)  # would end the speech when heard, but the interruption comes first
+    speech.end()
+    assert state.state is AvatarState.IDLE
+    later = loop.create_future()
+    loop.call_later(0.16, later.set_result, None)  # after every report the ticks above had due
+    await later
+    assert [new for new, _ in changes] == [AvatarState.SPEAKING, AvatarState.IDLE]
 
 
 def test_hysteresis_needs_start_ms_of_speech_and_stop_ms_of_silence() -> None:

@@ -264,8 +264,8 @@ async def test_a_renderer_far_slower_than_the_clock_never_slows_the_voice(models
     assert pictures[-1].rung == stats["rung"]
 
 
-async def test_the_model_threads_run_below_the_event_loops_priority(models) -> None:
-    stream = _engine(models, worker_nice=7)
+async def test_the_model_threads_run_below_the_event_loops_priority_and_motion_below_render(models) -> None:
+    stream = _engine(models, worker_nice=7, motion_extra_nice=3)
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     await stream.start()
     try:
@@ -274,5 +274,5 @@ async def test_the_model_threads_run_below_the_event_loops_priority(models) -> N
         nice = {name: os.getpriority(os.PRIO_PROCESS, tid) for name, tid in workers.items()}
     finally:
         await stream.aclose()
-    assert nice == {"dystream-motion": base + 7, "dystream-render": base + 7}
+    assert nice == {"dystream-motion": base + 10, "dystream-render": base + 7}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop's own is untouched

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from avatar.cfg import ALL_BRANCH
 from avatar.checkpoints import random_motion_generator
 from avatar.config import MotionConfig
 from avatar.errors import InputError
@@ -60,6 +61,16 @@ def test_an_overloaded_motion_thread_steps_down_one_rung_at_a_time_to_the_floor(
     assert governor.rung.name == "steps-3"
     run(governor, now, 5.0, motion=1.5, render=0.2)
     assert governor.rung.name == "no-guidance" and governor.changes == 2  # never below the floor
+
+
+def test_a_motion_thread_far_behind_goes_straight_to_generating_fewer_latents() -> None:
+    now = FakeTime()
+    governor = QualityGovernor(RUNGS, now=now)
+    run(governor, now, 0.6, motion=3.0, render=0.2)  # two thirds of its work missed
+    assert governor.rung.name == "half-motion" and governor.changes == 1
+    floored = QualityGovernor(RUNGS, floor=rung_index("no-guidance"), now=now)
+    run(floored, now, 0.6, motion=3.0, render=0.2)
+    assert floored.rung.name == "no-guidance" and floored.changes == 1  # no such rung above the floor: the floor
 
 
 def test_steps_up_after_a_calm_hold_and_backs_off_when_that_fails() -> None:
@@ -134,6 +145,23 @@ def test_skipped_frames_get_latents_interpolated_between_their_generated_neighbo
     np.testing.assert_allclose(history[-3], generated[2] + (generated[5] - generated[2]) / 3, atol=1e-6)
     np.testing.assert_allclose(history[-2], generated[2] + 2 * (generated[5] - generated[2]) / 3, atol=1e-6)
     np.testing.assert_array_equal(history[-1], generated[5])
+
+
+def test_a_frame_heard_without_encoding_gets_its_own_token_from_the_next_encoded_window(motion) -> None:
+    every, deferred = _core(motion), _core(motion)
+    for j in range(4):
+        a = _audio(j)
+        every.hear(a[:640], a[:640], a[640:], a[640:])
+        deferred.hear(a[:640], a[:640], a[640:], a[640:], encode=j != 2)
+        if j == 2:  # a stand-in until frame 3 is encoded: frame 1's token again
+            torch.testing.assert_close(deferred.fused[:, -1], deferred.fused[:, -2], rtol=0, atol=0)
+    assert deferred.features["self"].encodes == every.features["self"].encodes - 1  # frames 2 and 3: one run
+    torch.testing.assert_close(deferred.fused[:, -1], every.fused[:, -1])  # frame 3: the same window
+    branch = every.branches.index(ALL_BRANCH)  # the branch that hears both streams
+    own, stand_in, alone = deferred.fused[branch, -2], deferred.fused[branch, -3], every.fused[branch, -2]
+    # frame 2's own token (from frame 3's window: 40 ms more lookahead), much nearer its token encoded alone than
+    # the stand-in is
+    assert (own - alone).norm() < 0.5 * (stand_in - alone).norm()
 
 
 def _recording(noise, drawn: list[int]):

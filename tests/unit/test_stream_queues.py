@@ -189,7 +189,7 @@ def test_live_buffer_burst_drops_the_oldest_to_bound_the_delay() -> None:
 
 
 def test_a_prebuffer_holds_a_reply_until_that_much_more_has_come() -> None:
-    queue = SelfQueue(lookahead=960, max_queued=16000 * 10, prebuffer=3200)  # 200 ms, as on a remote avatar worker
+    queue = SelfQueue(lookahead=960, max_queued=16000 * 10, prebuffer=3200)  # 200 ms
     queue.push(np.ones(640 + 960 + 3199, np.float32) * 0.1)
     assert not queue.take().speaking  # 1 sample short of the first 40 ms + lookahead + prebuffer
     queue.push(np.ones(1, np.float32) * 0.1)

@@ -11,7 +11,8 @@ What ``DyStreamRunner`` gets from ``async for item in generator``, audio first:
 - ``AudioSegmentEnd`` right after the last tick of each segment that played to its end.
 
 The speaking state (``dystream.state``) follows the audio ticks: the agent speaks while a reply's ticks play (with
-the state's hysteresis), so it matches what is heard whatever the pictures do, pauses inside a reply included.
+the state's hysteresis), so it matches what is heard whatever the pictures do, pauses inside a reply included. Each
+tick is reported when it is heard, ``state_delay_s`` (the runner's playout lead) after the clock took it.
 
 Exactly one ``playback_finished`` per segment. The runner keeps a single "audio playing" flag: it is set when it
 reads a segment's first audio frame from the receiver and cleared when our ``AudioSegmentEnd`` comes out (finished)
@@ -53,7 +54,7 @@ from .gate import SpeechGate
 from .log import logger
 from .metrics import FrameMetrics, MetricsRecorder
 from .pcm import SAMPLE_RATE, To16kMono, to_audio_frame
-from .state import ConversationState, SpeechHysteresis
+from .state import ConversationState, HeardSpeech, SpeechHysteresis
 from .vad import create_vad
 
 ENGINE_DEPTHS = ("ticks_waiting", "self_queued_s", "other_pending_ms", "late_ticks")
@@ -104,6 +105,7 @@ class DyStreamVideoGenerator(VideoGenerator):
         *,
         fps: float = 25.0,
         state: ConversationState | None = None,
+        state_delay_s: float = 0.0,
         vad: VadSettings | None = None,
         metrics: MetricsRecorder | None = None,
         diagnostic_overlay: bool = False,
@@ -113,7 +115,8 @@ class DyStreamVideoGenerator(VideoGenerator):
         self._frame_ms = 1000.0 / fps
         self._frames: AsyncIterator[Any] | None = None
         self._pending: deque[Item] = deque()
-        self._state = state
+        # the agent's speaking state, as heard: ``state_delay_s`` (the runner's playout lead) after each tick is taken
+        self._speech = HeardSpeech(state, frame_ms=self._frame_ms, delay_s=state_delay_s) if state is not None else None
         self._metrics = metrics
         self._overlay = diagnostic_overlay
         self._av_sync: rtc.AVSynchronizer | None = None
@@ -216,8 +219,8 @@ class DyStreamVideoGenerator(VideoGenerator):
         if self._self_gate is not None:
             self._self_gate.reset()
         self._release_end_waiters()
-        if self._state is not None:
-            self._state.end("self")
+        if self._speech is not None:
+            self._speech.end()
         if self._av_sync is not None:
             await self._av_sync.clear_queue()
         flush_ms = (time.perf_counter() - started) * 1000.0
@@ -269,8 +272,8 @@ class DyStreamVideoGenerator(VideoGenerator):
         if tick.segment_end and segment is not None and segment > self._cleared_upto:
             self._pending.append(SegmentEnd(segment))
             self._started_segments.discard(segment)
-        if self._state is not None:  # speaking while a reply plays, tick by tick (with the state's hysteresis)
-            self._state.update("self", shows_speech, self._frame_ms)
+        if self._speech is not None:  # speaking while a reply plays, tick by tick (with the state's hysteresis)
+            self._speech.tick(shows_speech)
 
     def _on_picture(self, frame: StreamFrame) -> None:
         handed_at = time.perf_counter()
@@ -316,4 +319,6 @@ class DyStreamVideoGenerator(VideoGenerator):
     async def aclose(self) -> None:
         """Stop iterating and release a runner waiting in ``push_audio``."""
         self._closed = True
+        if self._speech is not None:
+            self._speech.cancel()
         self._release_end_waiters()

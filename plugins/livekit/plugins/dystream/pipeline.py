@@ -60,6 +60,7 @@ class AvatarPipeline:
             engine,
             fps=fps,
             state=state,
+            state_delay_s=settings.avatar.playout_lead_ms / 1000.0,
             vad=settings.vad,
             metrics=metrics,
             diagnostic_overlay=settings.avatar.diagnostic_overlay,

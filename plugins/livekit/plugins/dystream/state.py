@@ -14,7 +14,9 @@ Every change is emitted as a ``"state_changed"`` event (``StateChangedEvent``) a
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -127,3 +129,38 @@ class ConversationState(rtc.EventEmitter[Literal["state_changed"]]):
         self.changes += 1
         logger.info("avatar state changed", extra={"old": event.old_state.value, "new": new.value, "stream": stream})
         self.emit("state_changed", event)
+
+
+class HeardSpeech:
+    """The agent's side of a ``ConversationState``, reported when each tick is heard: the engine's clock takes a tick
+    ``delay_s`` (the playout lead) before its audio leaves the audio source, so the state would otherwise show
+    speaking that much before the reply is heard. An interruption drops the reports of ticks never heard."""
+
+    def __init__(self, state: ConversationState, *, frame_ms: float, delay_s: float) -> None:
+        self._state = state
+        self._frame_ms = frame_ms
+        self._delay_s = delay_s
+        self._due: deque[asyncio.TimerHandle] = deque()
+
+    def tick(self, speech: bool) -> None:
+        """A tick of the agent's audio was taken (call on the event loop)."""
+        if self._delay_s <= 0:
+            self._report(speech)
+            return
+        self._due.append(asyncio.get_running_loop().call_later(self._delay_s, self._report_due, speech))
+
+    def end(self) -> None:
+        """The agent was interrupted: ticks not yet heard are never heard, and the agent is off at once."""
+        self.cancel()
+        self._state.end("self")
+
+    def cancel(self) -> None:
+        while self._due:
+            self._due.popleft().cancel()
+
+    def _report_due(self, speech: bool) -> None:
+        self._due.popleft()
+        self._report(speech)
+
+    def _report(self, speech: bool) -> None:
+        self._state.update("self", speech, self._frame_ms)

@@ -93,7 +93,7 @@ class StreamSettings(BaseModel):
         0, ge=0, le=1000, description="agent speech a reply waits for before it starts playing, beyond the lookahead"
     )
     remote_self_prebuffer_ms: int = Field(
-        80,
+        200,
         ge=0,
         le=1000,
         description="the same on a remote avatar worker, where the speech comes over LiveKit data streams: a jitter "
@@ -195,11 +195,11 @@ class AvatarSettings(BaseModel):
         description="audio kept queued for sending: a frame the engine delivers this much late still plays smoothly",
     )
     remote_playout_lead_ms: float = Field(
-        200.0,
+        80.0,
         ge=0,
         le=1000,
-        description="the same on a remote avatar worker: its speech waits less in the jitter buffer "
-        "(stream.remote_self_prebuffer_ms) and more in this lead, where the pictures use the wait as render time",
+        description="the same on a remote avatar worker: moving wait from its jitter buffer "
+        "(stream.remote_self_prebuffer_ms) to this lead gives pictures more render time (README: known gaps)",
     )
     remote_send_lead_ms: float = Field(
         500.0,

@@ -136,7 +136,6 @@ class StreamCore:
         self.noise = noise or seeded_noise(seed, face)
 
         context, left = self.config.context, int(np.ceil(left_context_ms / 40))
-        self.left_context_frames = left
         self.features = {
             name: StreamFeatures(
                 encoder,
@@ -223,7 +222,8 @@ class StreamCore:
             self._stand_ins += 1
             self.fused = torch.cat([self.fused[:, 1:], self.fused[:, -1:]], dim=1)
             return
-        count = min(1 + self._stand_ins, self.left_context_frames + 1, self.fused.shape[1])
+        window = self.features["self"].left_context_frames + 1  # the frames one encoder window covers
+        count = min(1 + self._stand_ins, window, self.fused.shape[1])
         self._stand_ins = 0
         tokens = self._recent_tokens(count, self_lookahead, other_lookahead)
         self.fused = torch.cat([self.fused[:, 1 : self.fused.shape[1] - count + 1], tokens], dim=1)

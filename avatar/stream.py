@@ -24,7 +24,8 @@ audio of the ticks between pictures has none), and the process's GIL switch inte
 native call, take it back sooner from the model threads).
 
 ``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
-the loop, so the first frame is on time. ``clear_self`` (interruption) drops the queued self audio at once, and
+the loop, so the first frame is on time, then once more to time them: the quality ladder starts at the rung those
+costs allow (``QualityGovernor.start_at``). ``clear_self`` (interruption) drops the queued self audio at once, and
 turns every tick of that segment not yet handed out into silence.
 """
 
@@ -39,6 +40,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -230,7 +232,11 @@ class AvatarStream:
         if self.settings.torch_threads is not None:
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_threads)
-        await asyncio.to_thread(self.core.warm_up, self.governor.rungs)
+        # in a thread at the render thread's priority, so that the measured costs are what the model threads get
+        with ThreadPoolExecutor(1, "dystream-warm-up", _lower_priority, (self.settings.worker_nice,)) as warm_up:
+            await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
+            costs = await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
+        self.governor.start_at(costs, 1000.0 / self.fps)
         self._threads = [
             threading.Thread(target=self._run_motion, name="dystream-motion", daemon=True),
             threading.Thread(target=self._run_render, name="dystream-render", daemon=True),

@@ -38,7 +38,7 @@ from avatar.renderer import Renderer, to_uint8
 from avatar.sampler import check_steps, sample_latent
 from avatar.stream_audio import StreamFeatures
 from avatar.stream_cuda import GraphedCall, RenderStream, configure_tf32
-from avatar.stream_ladder import Rung
+from avatar.stream_ladder import Rung, StageCosts
 from avatar.stream_traced import TracedCall
 
 STAGES = ("audio", "transformer", "head", "render", "total")
@@ -276,27 +276,43 @@ class StreamCore:
         return self._samplers[key]
 
     @torch.inference_mode()
-    def warm_up(self, rungs: tuple[Rung, ...] = ()) -> None:
+    @torch.inference_mode()
+    def warm_up(self, rungs: tuple[Rung, ...] = ()) -> StageCosts:
         """Run every stage once on silence without touching the state, for every sampler of ``rungs`` too: lazy
-        initialisation, tracing and CUDA graph capture happen here instead of in a live frame."""
+        initialisation, tracing and CUDA graph capture happen here instead of in a live frame. Returns what each
+        stage took: a second call measures the warm stages (the quality ladder starts from it)."""
         silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
-        feats = []
+        feats, audio_ms = [], 0.0
         for name, size in (("self", self.lookahead_self), ("other", self.lookahead_other)):
-            features = self.features[name]
-            scratch = features.fresh()
-            feats.append(scratch.first(silence, np.zeros(size, dtype=np.float32)))
+            scratch, ahead = self.features[name].fresh(), np.zeros(size, dtype=np.float32)
+            feats.append(scratch.first(silence, ahead))
+            scratch.commit(silence)
+            started = time.perf_counter()
+            scratch.recent(1, ahead)  # what a live frame encodes
+            audio_ms += self._ms_since(started)
         fused = self.motion.fuse(feats[0], feats[1], self.branches)
         noise = torch.zeros(1, self.config.face_dim, device=self.device)
-        latent = noise[0]
+        latent, sampler_ms = noise[0], {}
         for steps, guidance in sorted({(r.steps, r.guidance) for r in (self.full_rung, *rungs)}):
             window, gate = fused, self.anchor_gate
             if not guidance:
                 window, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
-            c_n = self._condition(self.history, window, self.m0, gate)
-            latent = self._sampler(steps, guidance)(c_n, noise)
+            started = time.perf_counter()
+            latent = self._sampler(steps, guidance)(self._condition(self.history, window, self.m0, gate), noise)
+            sampler_ms[(steps, guidance)] = self._ms_since(started)
+        render_ms = 0.0
         if self._render_call is not None and self._render_stream is not None and self.f_app is not None:
             render, f_app, target = self._render_call, self.f_app, latent.reshape(1, -1).float()
-            self._render_stream.run(lambda: render(target, target, f_app))
+            started = time.perf_counter()
+            self._render_stream.run(lambda: render(target, target, f_app))  # returns a host copy: finished
+            render_ms = self._ms_since(started)
+        return StageCosts(audio_ms, sampler_ms, render_ms)
+
+    def _ms_since(self, started: float) -> float:
+        """Milliseconds since ``started`` (``perf_counter``), once the calling thread's CUDA stream is done."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        return (time.perf_counter() - started) * 1000
 
     @torch.inference_mode()
     def render(self, latent: torch.Tensor) -> np.ndarray:

@@ -23,6 +23,12 @@ holds within a second instead of one rung every ``DOWN_HOLD_S``. A busy thread t
 A load under ``LOW_LOAD`` with nothing missed for ``up_hold_s`` steps one rung up. A step up that has
 to be undone within ``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge
 does not oscillate. Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
+
+A call starts at the best rung its measured costs allow (``QualityGovernor.start_at``): the warm-up times each stage
+once more (``StageCosts``), at the model threads' priority, and the governor begins at the first rung that leaves
+each thread at most ``START_LOAD`` of the frame period. A call on a slow or busy machine then starts at a rung that
+holds, instead of spending its first seconds above it with its pictures late, and climbs from there as the load
+allows.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ DOWN_HOLD_S = 0.5
 UP_HOLD_S = 3.0
 MAX_UP_HOLD_S = 60.0
 RETRY_WINDOW_S = 5.0
+START_LOAD = 0.5  # the most of a frame period each thread may need at the rung a call starts at
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,23 @@ class Rung:
     guidance: bool
     motion_every: int
     render_every: int
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Milliseconds one run of each stage takes, measured on this machine now (``StreamCore.warm_up``)."""
+
+    audio_ms: float  # the audio tokens of one frame (both streams' encoders)
+    sampler_ms: dict[tuple[int, bool], float]  # transformer and flow head, per (steps, guidance)
+    render_ms: float  # one picture (0 without a renderer)
+
+    def loads(self, rung: Rung, period_ms: float) -> dict[str, float]:
+        """The share of the frame period each thread needs at ``rung``."""
+        motion_ms = self.audio_ms + self.sampler_ms[(rung.steps, rung.guidance)]
+        return {
+            "motion": motion_ms / (rung.motion_every * period_ms),
+            "render": self.render_ms / (rung.render_every * period_ms),
+        }
 
 
 def ladder(full_steps: int) -> tuple[Rung, ...]:
@@ -119,6 +143,17 @@ class QualityGovernor:
     @property
     def rung(self) -> Rung:
         return self.rungs[self.index]
+
+    def start_at(self, costs: StageCosts, period_ms: float) -> Rung:
+        """Begin at the first rung (not past the floor) where each thread needs at most ``START_LOAD`` of the frame
+        period by ``costs``. Without adaptation the configured rung stays."""
+        if not self.adaptive:
+            return self.rung
+        fits = (i for i in range(self.floor + 1) if max(costs.loads(self.rungs[i], period_ms).values()) <= START_LOAD)
+        index = next(fits, self.floor)
+        if index != self.index:
+            self._move(index, self._now(), costs.loads(self.rungs[index], period_ms))
+        return self.rung
 
     def report(self, thread: str, busy_s: float, *, due: float = 0.0, missed: float = 0.0) -> None:
         """``thread`` ("motion" or "render") worked ``busy_s`` seconds, had ``due`` pieces of work and missed

@@ -93,7 +93,7 @@ class StreamSettings(BaseModel):
         0, ge=0, le=1000, description="agent speech a reply waits for before it starts playing, beyond the lookahead"
     )
     remote_self_prebuffer_ms: int = Field(
-        200,
+        80,
         ge=0,
         le=1000,
         description="the same on a remote avatar worker, where the speech comes over LiveKit data streams: a jitter "
@@ -115,12 +115,12 @@ class StreamSettings(BaseModel):
         "CPU the voice, the event loop and LiveKit's media threads come first, the quality ladder absorbs the rest",
     )
     remote_worker_nice: int = Field(
-        0,
+        3,
         ge=0,
         le=19,
-        description="the same on a remote avatar worker, whose process carries nothing but the avatar: there the model "
-        "threads lower than the process lost to every other process on a busy CPU and missed their pictures' slots, "
-        "while the voice held at either priority (README: CPU priority)",
+        description="the same on a remote avatar worker, whose process carries nothing but the avatar: a smaller step "
+        "there, as 5 steps lost to every other process on a busy CPU and missed their pictures' slots, and none let "
+        "them starve the worker's video encoder (README: CPU priority)",
     )
     motion_extra_nice: int = Field(
         4,
@@ -195,11 +195,11 @@ class AvatarSettings(BaseModel):
         description="audio kept queued for sending: a frame the engine delivers this much late still plays smoothly",
     )
     remote_playout_lead_ms: float = Field(
-        80.0,
+        200.0,
         ge=0,
         le=1000,
-        description="the same on a remote avatar worker: moving wait from its jitter buffer "
-        "(stream.remote_self_prebuffer_ms) to this lead gives pictures more render time (README: known gaps)",
+        description="the same on a remote avatar worker, whose short jitter buffer (stream.remote_self_prebuffer_ms) "
+        "leaves the wait here: a reply starts as late, and each picture has this lead plus the video delay to be ready",
     )
     remote_send_lead_ms: float = Field(
         500.0,

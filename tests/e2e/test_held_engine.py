@@ -1,7 +1,7 @@
 """A conversation with the engine held to half real time: each rendered picture takes at least 60 ms (a slow
 renderer injected through the plugin's API: ``AvatarSession(models=...)``), so with the motion step a frame costs
 about twice the 40 ms budget. The voice must not notice; the video keeps its rate by repeating pictures, stays in sync
-with the voice, and the engine reports the quality rung it stepped down to."""
+with the voice, and the engine reports the quality rung it starts at (measured in its warm-up) and moves to."""
 
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def test_the_metrics_show_the_step_down_the_quality_ladder(held_conversation) ->
     final = [m for m in _session_metrics(logs) if m.get("final")]
     assert final, "no final session metrics"
     metrics = final[-1]
-    assert metrics["rung"] != "full" and len(metrics["rung_frames"]) >= 2, metrics["rung_frames"]
+    # the warm-up measured the slow renderer: the call started below full quality, not a picture made at full
+    assert metrics["rung"] != "full" and "full" not in metrics["rung_frames"], metrics["rung_frames"]
     video = metrics["video"]
     assert video["repeated"] > 0.3 * video["slots"], video  # the rung renders every other tick or fewer
     assert 24.0 <= video["slot_fps"] <= 26.0, video

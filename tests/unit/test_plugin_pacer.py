@@ -70,8 +70,19 @@ def test_an_interruption_drops_the_pending_slots_and_their_pictures_never_show()
     assert slots.take(10.0) == "p0"
     slots.clear()  # the speech audio of ticks 1-3 was dropped
     assert slots.take(10.04) == "p0"  # the last picture stays
-    slots.add_slot(4, 10.2)
+    slots.add_slot(4, 10.29)
     slots.add_picture(4, "p4")
-    assert slots.next_at(10.04, now=10.04) == pytest.approx(10.04 + 1.5 * P)  # catching up with the new slot
-    assert slots.take(10.2) == "p4"
+    # the video keeps its period while the new slot is far, then meets it with a single longer interval
+    assert slots.next_at(10.04, now=10.04) == pytest.approx(10.04 + P)
+    assert slots.take(10.08) == "p0"
+    assert slots.next_at(10.08, now=10.08) == pytest.approx(10.08 + P)
+    assert slots.take(10.12) == "p0"
+    assert slots.next_at(10.12, now=10.12) == pytest.approx(10.16)
+    assert slots.take(10.16) == "p0"
+    assert slots.next_at(10.16, now=10.16) == pytest.approx(10.16 + P)
+    assert slots.take(10.2) == "p0"
+    assert slots.next_at(10.2, now=10.2) == pytest.approx(10.24)
+    assert slots.take(10.24) == "p0"
+    assert slots.next_at(10.24, now=10.24) == pytest.approx(10.29)  # 1.25 periods: the one longer interval
+    assert slots.take(10.29) == "p4"
     assert slots.dropped == 3  # pictures 1-3, overtaken

@@ -264,6 +264,19 @@ async def test_a_renderer_far_slower_than_the_clock_never_slows_the_voice(models
     assert pictures[-1].rung == stats["rung"]
 
 
+async def test_the_engine_starts_at_the_rung_its_warm_up_measured(models) -> None:
+    """A renderer that needs 100 ms a picture is measured in the warm-up: the first tick is already at the floor,
+    one picture in three, instead of stepping down to it over the first seconds of the call."""
+    stream = _engine(models, render_s=0.1)
+    await stream.start()
+    try:
+        ticks, _ = await _take(stream, 1)
+        rung = stream.governor.rung.name
+    finally:
+        await stream.aclose()
+    assert ticks[0].index == 0 and rung == "third"
+
+
 async def test_the_model_threads_run_below_the_event_loops_priority_and_motion_below_render(models) -> None:
     stream = _engine(models, worker_nice=7, motion_extra_nice=3)
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

@@ -14,7 +14,7 @@ from avatar.checkpoints import random_motion_generator
 from avatar.config import MotionConfig
 from avatar.errors import InputError
 from avatar.stream_core import StreamCore
-from avatar.stream_ladder import QualityGovernor, ladder, rung_index, rung_names
+from avatar.stream_ladder import QualityGovernor, StageCosts, ladder, rung_index, rung_names
 from config.settings import RungName, StreamSettings
 
 RUNGS = ladder(5)
@@ -112,6 +112,36 @@ def test_a_pinned_rung_or_adaptation_off_never_moves() -> None:
     assert StreamSettings(pinned_rung="third").pinned_rung == "third"
     with pytest.raises(ValueError, match="pinned_rung"):
         StreamSettings(pinned_rung="quarter")
+
+
+def _costs(sampler_5: float, render: float) -> StageCosts:
+    """Stage costs (ms) where fewer steps and no guidance cost less, as they do."""
+    sampler = {
+        (5, True): sampler_5,
+        (3, True): 0.6 * sampler_5,
+        (3, False): 0.2 * sampler_5,
+        (2, False): 0.15 * sampler_5,
+    }
+    return StageCosts(audio_ms=2.0, sampler_ms=sampler, render_ms=render)
+
+
+def test_a_call_starts_at_the_best_rung_its_measured_costs_allow() -> None:
+    def start(costs: StageCosts, **options: object) -> QualityGovernor:
+        governor = QualityGovernor(RUNGS, now=FakeTime(), **options)
+        governor.start_at(costs, 40.0)
+        return governor
+
+    fast = start(_costs(sampler_5=10.0, render=15.0))
+    assert fast.rung.name == "full" and fast.changes == 0  # both threads need under half the period
+    # a slow renderer (50 ms a picture) starts where one picture in three leaves it under half the period
+    assert start(_costs(sampler_5=10.0, render=50.0)).rung.name == "third"
+    # a slow motion step (30 ms at 5 guided steps) starts at 3 steps, where it needs 20 ms of the 40
+    slow_motion = start(_costs(sampler_5=30.0, render=15.0))
+    assert slow_motion.rung.name == "steps-3" and slow_motion.changes == 1  # a change, logged and counted
+    # nothing fits: the floor; pinned or not adaptive: the configured rung
+    assert start(_costs(10.0, 200.0), floor=rung_index("half-render")).rung.name == "half-render"
+    assert start(_costs(10.0, 200.0), pinned=rung_index("steps-3")).rung.name == "steps-3"
+    assert start(_costs(10.0, 200.0), adaptive=False).rung.name == "full"
 
 
 @pytest.fixture(scope="module")

@@ -46,13 +46,14 @@ class FrameSlots(Generic[Picture]):
 
     def next_at(self, last: float | None, now: float) -> float:
         """When to capture next, given the last capture. Slots come one period apart; after a jump in the audio
-        (a segment start, an interruption) the spacing stays between half a period and one and a half, so the video
-        catches up over a few frames instead of leaving a gap or bursting."""
+        (a segment start, an interruption) the video keeps its period until the next slot is within one and a half
+        periods, then meets it in one step of between half a period and one and a half: a single longer or shorter
+        frame interval, never a gap or a burst."""
         if last is None:
             return self._slots[0][0] if self._slots else now + self.period
-        if not self._slots:
+        if not self._slots or self._slots[0][0] > last + 1.5 * self.period:
             return last + self.period
-        return min(max(self._slots[0][0], last + 0.5 * self.period), last + 1.5 * self.period)
+        return max(self._slots[0][0], last + 0.5 * self.period)
 
     def take(self, at: float) -> Picture | None:
         """The picture to capture at ``at``: the newest due tick's, else the last one again (None before any)."""

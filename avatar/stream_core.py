@@ -276,7 +276,6 @@ class StreamCore:
         return self._samplers[key]
 
     @torch.inference_mode()
-    @torch.inference_mode()
     def warm_up(self, rungs: tuple[Rung, ...] = ()) -> StageCosts:
         """Run every stage once on silence without touching the state, for every sampler of ``rungs`` too: lazy
         initialisation, tracing and CUDA graph capture happen here instead of in a live frame. Returns what each

@@ -118,9 +118,9 @@ class StreamSettings(BaseModel):
         3,
         ge=0,
         le=19,
-        description="the same on a remote avatar worker, whose process carries nothing but the avatar: a smaller step "
-        "there, as 5 steps lost to every other process on a busy CPU and missed their pictures' slots, and none let "
-        "them starve the worker's video encoder (README: CPU priority)",
+        description="the same on a remote avatar worker, whose process carries nothing but the avatar: 5 steps lost to "
+        "every other process on a busy CPU and missed their pictures' slots, 0 took the CPU from the worker's WebRTC "
+        "threads (README: CPU priority)",
     )
     motion_extra_nice: int = Field(
         4,

@@ -230,7 +230,7 @@ async def run_avatar_job(
     settings = info.apply(settings or get_settings())
     # the agent's speech comes over the network here: start each reply with a jitter buffer, and keep the remote
     # worker's own playout lead (``avatar.remote_playout_lead_ms``); and this process carries only the avatar, so its
-    # model threads take the process's priority (``stream.remote_worker_nice``)
+    # model threads have a priority of their own (``stream.remote_worker_nice``)
     stream, avatar = settings.stream, settings.avatar
     prebuffer = max(stream.self_prebuffer_ms, stream.remote_self_prebuffer_ms)
     remote = {"self_prebuffer_ms": prebuffer, "worker_nice": stream.remote_worker_nice}

@@ -286,9 +286,9 @@ class StreamCore:
             scratch, ahead = self.features[name].fresh(), np.zeros(size, dtype=np.float32)
             feats.append(scratch.first(silence, ahead))
             scratch.commit(silence)
-            timer = StageTimer(self.device)
+            started = time.perf_counter()
             scratch.recent(1, ahead)  # what a live frame encodes
-            audio_ms += timer.lap("audio")
+            audio_ms += self._ms_since(started)
         fused = self.motion.fuse(feats[0], feats[1], self.branches)
         noise = torch.zeros(1, self.config.face_dim, device=self.device)
         latent, sampler_ms = noise[0], {}
@@ -296,16 +296,22 @@ class StreamCore:
             window, gate = fused, self.anchor_gate
             if not guidance:
                 window, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
-            timer = StageTimer(self.device)
+            started = time.perf_counter()
             latent = self._sampler(steps, guidance)(self._condition(self.history, window, self.m0, gate), noise)
-            sampler_ms[(steps, guidance)] = timer.lap("sampler")
+            sampler_ms[(steps, guidance)] = self._ms_since(started)
         render_ms = 0.0
         if self._render_call is not None and self._render_stream is not None and self.f_app is not None:
             render, f_app, target = self._render_call, self.f_app, latent.reshape(1, -1).float()
-            timer = StageTimer(self.device)
+            started = time.perf_counter()
             self._render_stream.run(lambda: render(target, target, f_app))  # returns a host copy: finished
-            render_ms = timer.lap("render")
+            render_ms = self._ms_since(started)
         return StageCosts(audio_ms, sampler_ms, render_ms)
+
+    def _ms_since(self, started: float) -> float:
+        """Milliseconds since ``started`` (``perf_counter``), once the calling thread's CUDA stream is done."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        return (time.perf_counter() - started) * 1000
 
     @torch.inference_mode()
     def render(self, latent: torch.Tensor) -> np.ndarray:
@@ -402,14 +408,12 @@ class StageTimer:
         self.start = self.last = time.perf_counter()
         self.laps: dict[str, float] = {}
 
-    def lap(self, stage: str) -> float:
-        """Close ``stage``: its milliseconds since the last lap (or the start), kept and returned."""
+    def lap(self, stage: str) -> None:
         if self.cuda:
             torch.cuda.current_stream().synchronize()
         now = time.perf_counter()
         self.laps[stage] = (now - self.last) * 1000
         self.last = now
-        return self.laps[stage]
 
     def done(self) -> dict[str, float]:
         self.laps["total"] = (self.last - self.start) * 1000

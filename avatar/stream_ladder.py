@@ -11,18 +11,18 @@ flow head with classifier-free guidance → renderer):
   their generated neighbours (in the motion history too), their audio tokens are still computed;
 - ``render_every``: every n-th frame is rendered; the publisher repeats the last picture in between.
 
-The ladder goes from full quality (rung 0) down; ``QualityGovernor`` moves along it from measured busy time: each
-engine thread (motion, render) reports how long it worked and how much of its due work it missed (ticks the motion
-thread had no time to generate, latents the render thread had no time to render); over a window of about half a
-second, a thread that missed more than ``MISS_LIMIT`` of its work, or was busy more than ``SATURATED`` of the wall
-time, cannot keep up, and the engine steps down (after ``DOWN_HOLD_S`` since the last change) to the first rung that
-lightens that thread (a slow renderer gains nothing from fewer sampler steps). A thread that missed more than
-``FAR_BEHIND`` of its work needs at least twice the time it has: it goes straight to the first rung that cuts its
-own cadence (fewer sampler steps save a few percent), so a call that starts on a slow machine reaches a rung that
-holds within a second instead of one rung every ``DOWN_HOLD_S``. A busy thread that still keeps up keeps its rung.
-A load under ``LOW_LOAD`` with nothing missed for ``up_hold_s`` steps one rung up. A step up that has
-to be undone within ``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge
-does not oscillate. Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
+The ladder goes from full quality (rung 0) down; ``QualityGovernor`` moves along it from measured busy time: each engine
+thread (motion, render) reports how long it worked and how much of its due work it missed (ticks that came while the
+motion thread was still busy with an earlier one, latents the render thread had no time to render); over a window of
+about half a second, a thread that missed more than ``MISS_LIMIT`` of its work, or was busy more than ``SATURATED`` of
+the wall time, cannot keep up, and the engine steps down (after ``DOWN_HOLD_S`` since the last change) to the first rung
+that lightens that thread (a slow renderer gains nothing from fewer sampler steps). A thread that missed more than
+``FAR_BEHIND`` of its work needs at least twice the time it has: it goes straight to the first rung that cuts its own
+cadence (fewer sampler steps save a few percent), so a call that starts on a slow machine reaches a rung that holds
+within a second instead of one rung every ``DOWN_HOLD_S``. A busy thread that still keeps up keeps its rung. A load
+under ``LOW_LOAD`` with nothing missed for ``up_hold_s`` steps one rung up. A step up that has to be undone within
+``RETRY_WINDOW_S`` doubles ``up_hold_s`` (up to ``MAX_UP_HOLD_S``), so a machine on the edge does not oscillate.
+Settings: adaptation on or off, a floor (the lowest rung it may use), a pinned rung.
 
 A call starts at the best rung its measured costs allow (``QualityGovernor.start_at``): the warm-up times each stage
 once more (``StageCosts``), at the model threads' priority, and the governor begins at the first rung that leaves

@@ -292,3 +292,25 @@ async def test_the_model_threads_run_below_the_event_loops_priority_and_motion_b
         await stream.aclose()
     assert nice == {"dystream-motion": base + 10, "dystream-render": base + 7}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop's own is untouched
+
+
+async def test_an_engine_that_started_at_the_floor_climbs_when_the_machine_frees_up(models) -> None:
+    """The warm-up measures a 100 ms renderer, so the call starts on ``third``; then the renderer is quick again.
+    The ticks that rung interpolates are not misses: the engine climbs within a few seconds."""
+    motion, renderer, portrait = models
+    held = HeldRenderer(renderer, 0.1)
+    settings = StreamSettings(torch_threads=1)
+    stream = AvatarStream(motion, held, portrait, stream=settings, model=ModelSettings(), noise_seed=0)
+    await stream.start()
+    try:
+        started_at = stream.governor.rung.name
+        held.frame_s = 0.0
+        for _ in range(10 * FPS):
+            await _take(stream, 1)
+            if stream.governor.rung.name != "third":
+                break
+        rung = stream.governor.rung.name
+    finally:
+        await stream.aclose()
+    assert started_at == "third"
+    assert rung_index(rung) < rung_index("third")

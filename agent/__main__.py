@@ -17,7 +17,7 @@ import sys
 # on a quiet machine). Set before torch loads (the commands import it); a value from the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-COMMANDS = ["render", "download-files", "token", "dev", "start", "connect", "avatar-worker"]
+COMMANDS = ["render", "download-files", "token", "dev", "start", "connect", "avatar-worker", "playground"]
 
 
 def _load(name: str):

@@ -186,7 +186,11 @@ class AvatarSettings(BaseModel):
     size: Literal["full", "tiny"] = Field("full", description="tiny: small random model for tests")
     diagnostic_overlay: bool = Field(False, description="flash a patch on frames whose audio carries a beep")
     video_delay_ms: float = Field(
-        40.0, ge=0, le=500, description="video leaves after its audio by this much: receivers buffer audio longer"
+        80.0,
+        ge=0,
+        le=500,
+        description="video leaves after its audio by this much: receivers buffer audio longer. 80 puts browsers "
+        "(Chromium) in sync; receivers on libwebrtc's SDKs (Python, Rust) are in sync at 40",
     )
     playout_lead_ms: float = Field(
         80.0,

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "token",
         help="print a user access token for a room",
         description="Print a JWT that lets a user join ROOM (publish, subscribe, data). Signed with the API key "
-        "and secret; with --agent, joining the room also dispatches that agent (for workers with an agent name).",
+        "and secret. A room the token creates has sync_streams on (receivers lip-sync the avatar); with --agent, "
+        "joining it also dispatches that agent (for workers with an agent name).",
     )
     parser.add_argument("--room", required=True, help="room name")
     parser.add_argument("--identity", default="user", help="participant identity (default: user)")
@@ -54,9 +55,10 @@ def make_token(
     )
     if name:
         token = token.with_name(name)
-    if agent:
-        token = token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)]))
-    return token.to_jwt()
+    # a room this token creates has sync_streams on (the avatar's audio and video reach the receivers in one media
+    # stream, which they lip-sync), and with ``agent`` that agent dispatched into it
+    agents = [api.RoomAgentDispatch(agent_name=agent)] if agent else []
+    return token.with_room_config(api.RoomConfiguration(sync_streams=True, agents=agents)).to_jwt()
 
 
 def check_user_identity(identity: str, *, avatar_prefix: str) -> None:

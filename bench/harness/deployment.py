@@ -114,6 +114,8 @@ class Deployment:
             "DYSTREAM_AGENT__EVENTS_FILE": str(self.events_file),
             "DYSTREAM_AGENT__HTTP_PORT": str(http_port),
             "DYSTREAM_AGENT__IDLE_PROCESSES": "1",
+            # the user here is a Python SDK client (libwebrtc's lip sync): in sync at 40 ms, browsers at the default 80
+            "DYSTREAM_AVATAR__VIDEO_DELAY_MS": "40",
             # load by conversations, not by CPU: a 2-core machine running the model, the server and the client is
             # always "busy", and LiveKit would send the job to no one
             "DYSTREAM_AGENT__MAX_JOBS": "4",

@@ -33,6 +33,7 @@ FILE_ORDER = [
     "test_livekit_entry.py",
     "test_server_restart.py",
     "test_secrets.py",
+    "test_browser.py",
 ]
 BOTH_MODES = {"test_conversation.py", "test_trust.py", "test_linked_user.py"}
 # real-time bounds on a shared 2-core machine: a test that fails runs again on a fresh conversation of its own (each
@@ -43,6 +44,7 @@ RERUN = {
     "test_linked_user.py": 2,
     "test_rejoin.py": 2,
     "test_soak.py": 1,
+    "test_browser.py": 2,
 }
 
 
@@ -132,6 +134,12 @@ def deployments(livekit_server: LiveKitServer, clips, samples_dir: Path, e2e_dir
             deployment.start()
         return deployment
 
+    def stop_all() -> None:
+        for deployment in running:
+            deployment.stop()
+        running.clear()
+
+    get.stop_all = stop_all  # type: ignore[attr-defined] - for tests that need the machine to themselves
     yield get
     for deployment in running:
         deployment.stop()

@@ -75,6 +75,7 @@ def test_token_is_signed_for_the_room_and_can_dispatch_an_agent(capsys: pytest.C
     assert claims.identity == "alice"
     assert claims.video.room == "demo" and claims.video.room_join
     assert [a.agent_name for a in claims.room_config.agents] == ["dystream"]
+    assert claims.room_config.sync_streams  # the room it creates lip-syncs the avatar at the receivers
     with pytest.raises(Exception):  # noqa: B017 - any verification error
         api.TokenVerifier(KEY, "another-secret-another-secret-another").verify(token)
 

@@ -41,6 +41,8 @@ def test_compose_runs_a_server_the_agent_and_an_avatar_worker(compose: dict) -> 
     assert set(services) == {"livekit", "agent", "avatar-worker"}
     assert services["livekit"]["image"].startswith("livekit/livekit-server:")
     assert "--dev" in services["livekit"]["command"]
+    # the server's config body (LIVEKIT_CONFIG) turns on sync_streams: browsers lip-sync the avatar's tracks
+    assert yaml.safe_load(services["livekit"]["environment"]["LIVEKIT_CONFIG"])["room"]["sync_streams"] is True
     assert services["agent"]["command"] == list(AGENT_COMMAND)
     assert services["avatar-worker"]["command"] == list(AVATAR_WORKER_COMMAND)
     assert services["agent"]["environment"]["DYSTREAM_AVATAR__MODE"] == "remote"

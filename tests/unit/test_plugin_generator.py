@@ -128,7 +128,8 @@ async def push_segment(generator: DyStreamVideoGenerator, audio: np.ndarray, **k
 
 
 async def test_idle_ticks_from_the_start_at_25_fps_with_pictures(engine) -> None:
-    generator = DyStreamVideoGenerator(engine)
+    rungs: list[str] = []
+    generator = DyStreamVideoGenerator(engine, on_rung=rungs.append)
     recorder = Recorder(generator)
     await recorder.wait_for(lambda: recorder.kinds().count("S") >= 51)
     await recorder.stop()
@@ -144,6 +145,9 @@ async def test_idle_ticks_from_the_start_at_25_fps_with_pictures(engine) -> None
     assert len(pictures) >= 0.8 * 50 / every and [p.index for p in pictures] == sorted({p.index for p in pictures})
     video = pictures[0].frame
     assert (video.width, video.height, video.type) == (128, 128, rtc.VideoBufferType.RGB24)
+    # the rung is told at the first picture and at every change (the avatar's ``dystream.rung`` attribute)
+    changes = [p.rung for i, p in enumerate(pictures) if i == 0 or p.rung != pictures[i - 1].rung]
+    assert rungs[: len(changes)] == changes
 
 
 async def test_each_speaking_tick_carries_exactly_its_40_ms_and_one_segment_end(engine) -> None:

@@ -14,7 +14,7 @@ import pytest
 from livekit.plugins.dystream import state_attribute
 from livekit.plugins.dystream.gate import SpeechGate
 from livekit.plugins.dystream.state import AvatarState, ConversationState, HeardSpeech, SpeechHysteresis
-from livekit.plugins.dystream.state_attribute import ATTRIBUTE_STATE, StateAttributePublisher
+from livekit.plugins.dystream.state_attribute import ATTRIBUTE_RUNG, ATTRIBUTE_STATE, StateAttributePublisher
 from livekit.plugins.dystream.vad import create_vad
 
 from config.settings import VadSettings, get_settings
@@ -216,6 +216,22 @@ async def test_state_attribute_is_published_and_coalesced() -> None:
     await publisher.aclose()  # waits for the writes in progress
     # idle, then only the newest state: not one write per change
     assert participant.writes == [{ATTRIBUTE_STATE: "idle"}, {ATTRIBUTE_STATE: "speaking"}]
+
+
+async def test_the_quality_rung_is_published_with_the_state() -> None:
+    state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
+    participant = HeldParticipant()
+    publisher = StateAttributePublisher(state, participant)
+    await participant.in_flight.wait()
+    publisher.set_rung("full")
+    publisher.set_rung("half-motion")  # while the first write is in flight: only the newest rung is written
+    state.update("other", True, 20)
+    participant.release.set()
+    await publisher.aclose()
+    assert participant.writes == [
+        {ATTRIBUTE_STATE: "idle"},
+        {ATTRIBUTE_STATE: "listening", ATTRIBUTE_RUNG: "half-motion"},
+    ]
 
 
 class NotYetConnected:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -109,8 +109,10 @@ class DyStreamVideoGenerator(VideoGenerator):
         vad: VadSettings | None = None,
         metrics: MetricsRecorder | None = None,
         diagnostic_overlay: bool = False,
+        on_rung: Callable[[str], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_rung = on_rung  # told the quality rung of the first picture and of every change
         self._fps = fps
         self._frame_ms = 1000.0 / fps
         self._frames: AsyncIterator[Any] | None = None
@@ -289,6 +291,8 @@ class DyStreamVideoGenerator(VideoGenerator):
                     extra={"rung": frame.rung, "previous": self._rung, "tick": frame.index},
                 )
             self._rung = frame.rung
+            if self._on_rung is not None:
+                self._on_rung(frame.rung)
         self._record(frame, handed_at)
 
     def _record(self, frame: StreamFrame, handed_at: float) -> None:

@@ -2,8 +2,8 @@
 
 Both modes build the same thing; only the audio receiver differs: in-process the agent's ``QueueAudioOutput``,
 remote a ``DataStreamAudioReceiver`` listening to the agent over LiveKit data streams. The participant publishing
-``avatar_audio``/``avatar_video`` (and carrying the ``dystream.state`` attribute) is ``room.local_participant``:
-the agent itself in-process, the avatar worker remotely.
+``avatar_audio``/``avatar_video`` (and carrying the ``dystream.state`` and ``dystream.rung`` attributes) is
+``room.local_participant``: the agent itself in-process, the avatar worker remotely.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class AvatarPipeline:
         fps = settings.stream.fps
         state = ConversationState(settings.vad)
         metrics = MetricsRecorder(fps=fps, emit=emit, interval_s=settings.avatar.metrics_interval_s)
+        publisher = StateAttributePublisher(state, room.local_participant)
         generator = DyStreamVideoGenerator(
             engine,
             fps=fps,
@@ -64,6 +65,7 @@ class AvatarPipeline:
             vad=settings.vad,
             metrics=metrics,
             diagnostic_overlay=settings.avatar.diagnostic_overlay,
+            on_rung=publisher.set_rung,
         )
         width, height = video_size
         options = AvatarOptions(
@@ -87,7 +89,6 @@ class AvatarPipeline:
             agent_identity=agent_identity,
             linked_identity=linked_identity,
         )
-        publisher = StateAttributePublisher(state, room.local_participant)
         await engine.start()
         await runner.start()
         listener.start()

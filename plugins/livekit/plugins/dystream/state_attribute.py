@@ -1,7 +1,9 @@
-"""Publishes the conversation state as the avatar participant's attribute ``dystream.state``.
+"""Publishes the conversation state and the engine's quality rung as the avatar participant's attributes
+``dystream.state`` and ``dystream.rung``.
 
-Writes are serialised and coalesced: while one ``set_attributes`` call is in flight, only the latest state is kept
-and written next, so a burst of changes never queues up stale writes. A failed write (room not connected yet, no
+Writes are serialised and coalesced: while one ``set_attributes`` call is in flight, only the latest value of each
+attribute is kept and written next (those that changed, in one call), so a burst of changes never queues up stale
+writes. A failed write (room not connected yet, no
 permission) is retried every second for half a minute, logged, and never stops the avatar.
 """
 
@@ -14,6 +16,7 @@ from .log import logger
 from .state import ConversationState, StateChangedEvent
 
 ATTRIBUTE_STATE = "dystream.state"
+ATTRIBUTE_RUNG = "dystream.rung"
 RETRY_S = 1.0
 RETRIES = 30
 
@@ -26,15 +29,23 @@ class StateAttributePublisher:
     def __init__(self, state: ConversationState, participant: _Participant) -> None:
         self._state = state
         self._participant = participant
-        self._wanted: str | None = state.state.value
-        self._written: str | None = None
+        self._wanted: dict[str, str] = {ATTRIBUTE_STATE: state.state.value}
+        self._written: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         state.on("state_changed", self._on_change)
         self._kick()
 
     def _on_change(self, event: StateChangedEvent) -> None:
-        self._wanted = event.new_state.value
+        self._wanted[ATTRIBUTE_STATE] = event.new_state.value
         self._kick()
+
+    def set_rung(self, rung: str) -> None:
+        """The quality rung the engine makes its pictures at now."""
+        self._wanted[ATTRIBUTE_RUNG] = rung
+        self._kick()
+
+    def _changed(self) -> dict[str, str]:
+        return {key: value for key, value in self._wanted.items() if self._written.get(key) != value}
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():
@@ -42,17 +53,16 @@ class StateAttributePublisher:
 
     async def _write(self) -> None:
         failures = 0
-        while self._wanted is not None and self._wanted != self._written:
-            value = self._wanted
+        while changed := self._changed():
             try:
-                await self._participant.set_attributes({ATTRIBUTE_STATE: value})
-                self._written = value
+                await self._participant.set_attributes(changed)
+                self._written.update(changed)
             except Exception as error:  # noqa: BLE001 - a failed attribute write must not stop the avatar
                 # typically the room is not connected yet (the avatar may start before the agent connects)
                 failures += 1
                 if failures == 1 or failures == RETRIES:
                     logger.warning(
-                        "could not publish the avatar state attribute", extra={"state": value, "error": str(error)}
+                        "could not publish the avatar state attribute", extra={**changed, "error": str(error)}
                     )
                 if failures >= RETRIES:
                     return

@@ -1,0 +1,67 @@
+"""``python -m bench.browser``: what a browser receives from the avatar, measured in a real page.
+
+Starts `dystream playground` (the tiny random-weight model, beep clips, the diagnostic overlay) in each mode, joins
+its room from headless Chromium with a fake microphone that speaks every 13 s (``bench/harness/browser.py``), and
+prints and writes ``bench/results/browser.json``: per mode the presented frame rate (5 s windows) and largest gap,
+the A/V offset at the page (beeps in the avatar's voice against the flashes of the diagnostic square, after the
+receiver settled), the listening latency (speech onset on the microphone to ``dystream.state`` = listening at the
+page) and each reply's heard duration over its true duration with its largest hole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.harness import priority
+from bench.harness.browser import browse, chromium, microphone_loop, start_playground
+from bench.harness.deployment import make_clips
+from bench.results_file import write_json_atomic
+from config.settings import get_settings
+
+RESULTS = Path(__file__).resolve().parent / "results" / "browser.json"
+
+
+def run(modes: list[str], seconds: float, workdir: Path) -> dict:
+    samples = get_settings().samples_dir
+    clips = make_clips(samples, workdir / "clips")
+    microphone = microphone_loop(clips.utterance, workdir)
+    runs = []
+    for mode in modes:
+        process, url = start_playground(workdir / mode, samples, clips, remote=mode == "remote")
+        try:
+            call = browse(url, microphone, seconds, workdir / mode / "page.png")
+        finally:
+            process.stop()
+        runs.append({"mode": mode, **call.summary()})
+    version = subprocess.run([chromium(), "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "runs": runs,
+        "browser": f"{version}, headless, Playwright",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "model": "tiny, random weights (the pipeline, not the model, is measured)",
+        "seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", nargs="+", default=["in-process", "remote"], choices=["in-process", "remote"])
+    parser.add_argument("--seconds", type=float, default=60.0, help="received audio per call (default 60)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    priority.favour_this_process()  # the browser, like the measuring client, is on its own machine in a deployment
+    with tempfile.TemporaryDirectory(prefix="dystream-browser-") as workdir:
+        result = run(args.modes, args.seconds, Path(workdir))
+    print(json.dumps(result, indent=2))
+    write_json_atomic(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

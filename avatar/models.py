@@ -54,11 +54,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _weights_file(path: Path) -> Path:
+def weights_file(path: Path) -> Path:
     """``path``'s ``.safetensors`` sibling when it is present (tensors only, nothing to unpickle), else ``path``."""
     path = Path(path).expanduser()
     converted = path.with_suffix(".safetensors")
     return converted if converted.is_file() else path
+
+
+def weights_present(settings: ModelSettings) -> bool:
+    """Whether both checkpoints (or their ``.safetensors`` conversions) are on disk."""
+    paths = (settings.motion_checkpoint_path, settings.renderer_checkpoint_path)
+    return all(weights_file(path).is_file() for path in paths)
 
 
 def load_avatar_models(
@@ -91,8 +97,8 @@ def load_avatar_models(
         return AvatarModels(motion, renderer, device, dtype, random_weights=True, size=size)
     if size != "full":
         raise InputError("the tiny model exists only with random weights: add --random-weights, or use --size full")
-    motion_path = _weights_file(settings.motion_checkpoint_path)
-    renderer_path = _weights_file(settings.renderer_checkpoint_path)
+    motion_path = weights_file(settings.motion_checkpoint_path)
+    renderer_path = weights_file(settings.renderer_checkpoint_path)
     missing = [str(p) for p in (motion_path, renderer_path) if not p.exists()]
     if missing:
         raise InputError(

@@ -54,15 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def weights_present(settings: Settings) -> bool:
-    def present(path: Path) -> bool:
-        return path.is_file() or path.with_suffix(".safetensors").is_file()
-
-    return present(settings.model.motion_checkpoint_path) and present(settings.model.renderer_checkpoint_path)
-
-
 def stack_options(args: argparse.Namespace, settings: Settings):
     from agent.playground.stack import StackOptions
+    from avatar.models import weights_present
 
     portrait = args.portrait or settings.avatar.portrait
     if portrait is None:
@@ -74,8 +68,9 @@ def stack_options(args: argparse.Namespace, settings: Settings):
             raise UserError(f"{flag} {path} does not exist: give the path of an audio file")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is out of range: give a port from 1 to 65535")
-    random_weights = args.random_weights or settings.avatar.random_weights or not weights_present(settings)
-    if random_weights and not args.random_weights and not settings.avatar.random_weights:
+    asked = args.random_weights or settings.avatar.random_weights
+    random_weights = asked or not weights_present(settings.model)
+    if random_weights and not asked:
         log.warning(
             "NO WEIGHTS: the avatar runs an UNTRAINED model (random weights) and will not look like a face; "
             "run `dystream download-files` for the real model",

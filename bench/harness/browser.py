@@ -21,7 +21,7 @@ from agent.local.server import free_port
 
 from . import priority
 from .client import AttributeChange, VideoSample
-from .deployment import REPO_ROOT, Clips, face_landmarker
+from .deployment import REPO_ROOT, Clips, measured_worker_env
 from .measure import (
     audio_beep_onsets,
     av_pairs,
@@ -41,6 +41,7 @@ BEEP_EVERY_S = 0.6
 ONSET_WINDOW_S = 0.01
 ONSET_RMS = 0.02
 ONSET_QUIET_S = 0.3
+STATE_WAIT_S = 1.0  # an onset this close to the end of the call is not counted: its state may come after the end
 FPS_WINDOW_S = 5.0
 READY = "open http://"
 
@@ -73,15 +74,7 @@ def start_playground(
     workers have registered."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {
-        "DYSTREAM_AVATAR__DIAGNOSTIC_OVERLAY": "true",
-        "DYSTREAM_MODEL__FACE_LANDMARKER": str(face_landmarker()),
-        "DYSTREAM_MODEL__PORTRAIT_CACHE_DIR": str(folder / "portraits"),
-        "DYSTREAM_MODEL__SEED": "0",
-        "DYSTREAM_LOG_FORMAT": "json",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
+    env = measured_worker_env(folder)
     command = (
         "python", "-m", "agent", "playground", "--port", str(port), "--random-weights", "--size", "tiny",
         "--portrait", str(Path(samples_dir) / "portrait.png"),
@@ -121,7 +114,7 @@ def browse(url: str, microphone: Path, seconds: float, screenshot: Path) -> Brow
                 f" return a.length > 0 && a[a.length - 1].t - a[0].t > {seconds * 1000} }}",
                 timeout=(seconds + 120) * 1000,
             )
-            page.screenshot(path=str(screenshot))
+            page.screenshot(path=str(screenshot), full_page=True)
             data = page.evaluate(EXPORT)
             page.click("#join")  # leave
         finally:
@@ -199,10 +192,12 @@ class BrowserCall:
         return onsets
 
     def listening_latencies_ms(self) -> list[float | None]:
-        """Per speech onset once the call has settled (``settled_from``: the avatar was in the room and speaking),
-        the time to the next ``listening`` / ``both`` at the page (None: never came)."""
+        """Per speech onset once the call has settled (``settled_from``: the avatar was in the room and speaking) and
+        at least ``STATE_WAIT_S`` before the end of the call, the time to the next ``listening`` / ``both`` at the
+        page (None: never came)."""
         out: list[float | None] = []
-        for onset in (t for t in self.speech_onsets() if t >= self.settled_from()):
+        last = float(self.audio_times[-1]) - STATE_WAIT_S if self.audio_times.size else float("-inf")
+        for onset in (t for t in self.speech_onsets() if self.settled_from() <= t <= last):
             shown = first_state_after(self.states, onset, {"listening", "both"})
             out.append(None if shown is None else (shown - onset) * 1000.0)
         return out

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from livekit.plugins.dystream.pcm import as_int16
 
+from avatar.media import load_audio
 from config.settings import get_settings
 
 from .processes import AGENT_COMMAND, AVATAR_WORKER_COMMAND, WorkerProcess
@@ -23,6 +25,9 @@ from .signals import SAMPLE_RATE, beep_starts, read_wav, reply_clip, write_wav
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GREETING_S = 2.4
+# the user's turn: the first sentence of the speech sample, which begins from silence as a user's turn does (the dyadic
+# "other" voice starts mid-word: a cut onset the VAD heard 60-400 ms late depending on the codec's frame alignment)
+UTTERANCE_S = 2.65
 REPLY_S = 5.0
 READY_LOG = "registered worker"
 
@@ -55,17 +60,32 @@ class Clips:
 def make_clips(samples_dir: Path, workdir: Path) -> Clips:
     """The agent's greeting and reply clips (speech + hum + beeps) and the user's utterance, from the samples."""
     samples_dir = Path(samples_dir)
-    for name in ("dyadic_self.wav", "dyadic_other.wav", "portrait.png"):
+    for name in ("dyadic_self.wav", "speech_44k_stereo.wav", "portrait.png"):
         if not (samples_dir / name).is_file():
             raise FileNotFoundError(
                 f"sample {samples_dir / name} is missing: point DYSTREAM_SAMPLES_DIR at the shared samples folder"
             )
     agent_voice = read_wav(samples_dir / "dyadic_self.wav")[int(2.2 * SAMPLE_RATE) :]
-    user_voice = read_wav(samples_dir / "dyadic_other.wav")[: int(2.2 * SAMPLE_RATE)]
+    user_voice = load_audio(samples_dir / "speech_44k_stereo.wav", SAMPLE_RATE)[: int(UTTERANCE_S * SAMPLE_RATE)]
+    user_voice = as_int16(user_voice, "the user's utterance")
     workdir.mkdir(parents=True, exist_ok=True)
     greeting = write_wav(workdir / "greeting.wav", reply_clip(agent_voice, seconds=GREETING_S))
     reply = write_wav(workdir / "reply.wav", reply_clip(agent_voice[SAMPLE_RATE:], seconds=REPLY_S))
     return Clips(greeting=greeting, reply=reply, reply_beeps=beep_starts(REPLY_S), utterance=user_voice)
+
+
+def measured_worker_env(workdir: Path) -> dict[str, str]:
+    """What every worker the harness measures runs with: the diagnostic overlay (beeps and flashes), the bundled face
+    landmarker, a portrait cache of its own, seeded random weights, JSON logs, one thread per torch pool."""
+    return {
+        "DYSTREAM_AVATAR__DIAGNOSTIC_OVERLAY": "true",
+        "DYSTREAM_MODEL__FACE_LANDMARKER": str(face_landmarker()),
+        "DYSTREAM_MODEL__PORTRAIT_CACHE_DIR": str(Path(workdir) / "portraits"),
+        "DYSTREAM_MODEL__SEED": "0",
+        "DYSTREAM_LOG_FORMAT": "json",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
 
 
 @dataclass
@@ -93,21 +113,17 @@ class Deployment:
     def env(self, http_port: int) -> dict[str, str]:
         samples = Path(self.samples_dir).resolve()
         env = {
+            **measured_worker_env(self.workdir),
             "LIVEKIT_URL": self.server.url,
             "LIVEKIT_API_KEY": self.server.api_key,
             "LIVEKIT_API_SECRET": self.server.api_secret,
-            "DYSTREAM_LOG_FORMAT": "json",
             "DYSTREAM_LOG_LEVEL": os.environ.get("E2E_LOG_LEVEL", "INFO"),
             "DYSTREAM_SAMPLES_DIR": str(samples),
             "DYSTREAM_AVATAR__MODE": self.mode,
             "DYSTREAM_AVATAR__SIZE": "tiny",
             "DYSTREAM_AVATAR__RANDOM_WEIGHTS": "true",
             "DYSTREAM_AVATAR__PORTRAIT": str(samples / "portrait.png"),
-            "DYSTREAM_AVATAR__DIAGNOSTIC_OVERLAY": "true",
             "DYSTREAM_AVATAR__AVATAR_AGENT_NAME": self.avatar_agent_name,
-            "DYSTREAM_MODEL__PORTRAIT_CACHE_DIR": str(self.workdir / "portraits"),
-            "DYSTREAM_MODEL__FACE_LANDMARKER": str(face_landmarker()),
-            "DYSTREAM_MODEL__SEED": "0",
             "DYSTREAM_AGENT__AGENT_NAME": self.agent_name,
             "DYSTREAM_AGENT__GREETING_AUDIO": str(self.clips.greeting),
             "DYSTREAM_AGENT__REPLY_CLIPS": json.dumps([str(self.clips.reply)]),
@@ -119,8 +135,6 @@ class Deployment:
             # load by conversations, not by CPU: a 2-core machine running the model, the server and the client is
             # always "busy", and LiveKit would send the job to no one
             "DYSTREAM_AGENT__MAX_JOBS": "4",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
         }
         env.update(self.extra_env)
         return env

@@ -21,7 +21,7 @@ from bench.harness.browser import BrowserCall, browse, chromium, microphone_loop
 
 MODE = "in-process"
 FPS = 25
-CALL_S = 40.0  # of received audio: the greeting and three of the microphone's turns with their answers
+CALL_S = 46.0  # of received audio: the greeting and three of the microphone's turns (one each 13.65 s) in 41 s settled
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +69,9 @@ def test_the_page_shows_the_avatar_at_the_configured_fps(call: BrowserCall) -> N
 
 def test_the_avatar_listens_when_the_user_speaks(call: BrowserCall) -> None:
     latencies = call.listening_latencies_ms()
-    assert len(latencies) >= 2, f"the fake microphone's speech was heard {len(latencies)} times after settling"
+    assert len(latencies) >= 3, f"the fake microphone's speech was heard {len(latencies)} times after settling"
     assert None not in latencies, f"no listening state after some speech onsets: {latencies}"
-    median = sorted(latencies)[len(latencies) // 2]
-    assert median <= 300, f"listening shown {latencies} ms after the user's speech onsets"
+    assert max(latencies) <= 300, f"listening shown {latencies} ms after the user's speech onsets"
     assert call.page_listening_ms, "the page's own listening-latency figure stayed empty"
 
 

@@ -8,6 +8,7 @@ from livekit.plugins.dystream.diagnostics import has_beep
 
 from bench.harness import measure
 from bench.harness.client import AttributeChange, VideoSample
+from bench.harness.deployment import make_clips
 from bench.harness.signals import SAMPLE_RATE, beep_starts, read_wav, reply_clip, speech_end, speech_onset
 from config.settings import get_settings
 
@@ -79,11 +80,13 @@ def test_state_lookups() -> None:
     assert measure.first_state_after(states, 2.1, {"listening"}) is None
 
 
-def test_utterance_onset_and_end_of_the_user_sample() -> None:
-    path = get_settings().samples_dir / "dyadic_other.wav"
-    pcm = read_wav(path)[: int(2.2 * SAMPLE_RATE)]
+def test_the_users_utterance_begins_from_silence_and_its_onset_and_end_are_found(tmp_path) -> None:
+    pcm = make_clips(get_settings().samples_dir, tmp_path).utterance
+    onset = speech_onset(pcm)
+    assert onset >= SAMPLE_RATE // 20, "the utterance must begin from silence, as a user's turn does"
+    assert np.abs(pcm[: onset - SAMPLE_RATE // 100]).max() < 0.01 * 32768
     padded = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.int16), pcm, np.zeros(SAMPLE_RATE // 2, np.int16)])
-    assert speech_onset(padded) == pytest.approx(SAMPLE_RATE // 2 + speech_onset(pcm), abs=1)
+    assert speech_onset(padded) == pytest.approx(SAMPLE_RATE // 2 + onset, abs=1)
     assert speech_end(padded) <= SAMPLE_RATE // 2 + len(pcm)
 
 

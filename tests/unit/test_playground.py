@@ -56,11 +56,13 @@ def test_without_weights_the_tiny_untrained_model_runs_and_the_log_says_so(tmp_p
     assert "NO WEIGHTS" in captured.out + captured.err
 
 
-def test_downloaded_weights_run_the_full_model(tmp_path) -> None:
+def test_downloaded_weights_run_the_full_model(tmp_path, monkeypatch) -> None:
     portrait = tmp_path / "me.png"
     portrait.write_bytes(b"")
-    settings = Settings(model={"checkpoints_dir": tmp_path})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = Settings(model={"checkpoints_dir": "~/weights"})  # a home-relative folder, as users write it
     for path in (settings.model.motion_checkpoint_path, settings.model.renderer_checkpoint_path):
+        path = path.expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".safetensors").write_bytes(b"")
     options = stack_options(args(portrait=portrait, remote=True), settings)

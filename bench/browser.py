@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -45,7 +46,7 @@ def cpu_hog(on: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        os.killpg(hog.pid, 15)
+        os.killpg(hog.pid, signal.SIGTERM)
         hog.wait()
 
 

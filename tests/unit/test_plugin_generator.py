@@ -53,11 +53,13 @@ class Recorder:
     def __init__(self, generator: DyStreamVideoGenerator) -> None:
         self.generator = generator
         self.items: list[tuple[float, object]] = []
+        self.arrived = asyncio.Event()  # set at each item
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         async for item in self.generator:
             self.items.append((time.perf_counter(), item))
+            self.arrived.set()
 
     def tick_times(self) -> np.ndarray:
         return np.array([t for t, item in self.items if isinstance(item, TickAudio)])
@@ -74,14 +76,22 @@ class Recorder:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
     async def wait_for(self, condition, timeout: float = 10.0) -> None:
-        deadline = time.perf_counter() + timeout
-        while not condition():
-            assert time.perf_counter() < deadline, f"timed out; got {self.kinds()[-80:]}"
-            await asyncio.sleep(0.01)
+        await until(condition, self.arrived, timeout, lambda: f"got {self.kinds()[-80:]}")
 
     async def stop(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def until(condition, changed: asyncio.Event, timeout: float, describe=lambda: "") -> None:
+    """Check ``condition`` each time ``changed`` is set, until it holds; fail after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                changed.clear()
+                await changed.wait()
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s; {describe()}") from None
 
 
 def _kind(item: object) -> str:
@@ -219,29 +229,29 @@ async def test_clear_buffer_flushes_speech_and_the_audio_queue_within_a_frame(en
     generator = DyStreamVideoGenerator(engine, metrics=metrics)
     generator.attach_av_sync(av_sync)
     items: list[tuple[float, object]] = []
+    arrived = asyncio.Event()
 
     async def forward() -> None:  # DyStreamRunner._forward_video's audio, into a real audio source
         async for item in generator:
             items.append((time.perf_counter(), item))
             if isinstance(item, TickAudio) and item.frame is not None:
                 await playout.capture_frame(item.frame)
+            arrived.set()
 
     forwarder = asyncio.get_running_loop().create_task(forward())
     pusher = asyncio.get_running_loop().create_task(push_segment(generator, speech(3.0)))
-    deadline = time.perf_counter() + 10
-    while sum(_kind(i) == "A" for _, i in items) < 12:
-        assert time.perf_counter() < deadline
-        await asyncio.sleep(0.005)
+    await until(lambda: sum(_kind(i) == "A" for _, i in items) >= 12, arrived, 10.0)
     assert playout.queued_duration > 0  # speech is queued in the AudioSource
     cleared_at = time.perf_counter()
     await generator.clear_buffer()
     flush_ms = (time.perf_counter() - cleared_at) * 1000
     assert playout.queued_duration == 0
     await asyncio.wait_for(pusher, 1.0)  # the runner's push of the segment end is released
-    deadline = time.perf_counter() + 10
-    while sum(_kind(i) == "V" for t, i in items if t >= cleared_at) < 12:  # the pictures carry on
-        assert time.perf_counter() < deadline, "the video stopped after the interruption"
-        await asyncio.sleep(0.01)
+
+    def pictures_carry_on() -> bool:
+        return sum(_kind(i) == "V" for t, i in items if t >= cleared_at) >= 12
+
+    await until(pictures_carry_on, arrived, 10.0, lambda: "the video stopped after the interruption")
     forwarder.cancel()
     await asyncio.gather(forwarder, return_exceptions=True)
     await av_sync.aclose()

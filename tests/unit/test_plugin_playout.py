@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -85,7 +84,7 @@ async def test_an_interruption_drops_the_queue_and_puts_the_lead_of_silence_back
         await playout.capture_frame(speech())
     playout.clear_queue()
     assert abs(playout.queued_duration - 0.08) < 1e-9  # counted at once, before the refill is captured
-    await asyncio.sleep(0.05)  # the refill task runs
+    await playout.refilled()
     assert abs(playout.queued_duration - 0.08) < 1e-9
     clock.t += 0.05
     await playout.capture_idle_frame()

@@ -98,6 +98,10 @@ class PlayoutSource(rtc.AudioSource):
             self._refills.add(task)
             task.add_done_callback(self._refills.discard)
 
+    async def refilled(self) -> None:
+        """Return once the silence that interruptions put back is queued in the native source."""
+        await asyncio.gather(*self._refills)
+
     def _silence(self, seconds: float) -> rtc.AudioFrame:
         samples = self.sample_rate // 100 * round(seconds * 100)  # the native source sends 10 ms at a time
         return rtc.AudioFrame(bytes(2 * samples * self.num_channels), self.sample_rate, self.num_channels, samples)

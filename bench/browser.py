@@ -35,11 +35,8 @@ HOG = ("stress-ng", "--cpu", "1")
 
 
 @contextlib.contextmanager
-def cpu_hog(on: bool) -> Iterator[None]:
-    """One core kept busy at normal priority for the whole run (``HOG``), when ``on``."""
-    if not on:
-        yield
-        return
+def cpu_hog() -> Iterator[None]:
+    """One core kept busy at normal priority while the block runs (``HOG``)."""
     if shutil.which(HOG[0]) is None:
         raise SystemExit(f"--beside-hog needs {HOG[0]}: apt-get install stress-ng")
     hog = subprocess.Popen(HOG, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -56,7 +53,7 @@ def run(modes: list[str], seconds: float, workdir: Path, *, beside_hog: bool = F
     microphone = microphone_loop(clips.utterance, workdir)
     runs = []
     for mode in modes:
-        with cpu_hog(beside_hog):
+        with cpu_hog() if beside_hog else contextlib.nullcontext():
             process, url = start_playground(workdir / mode, samples, clips, remote=mode == "remote")
             try:
                 call = browse(url, microphone, seconds, workdir / mode / "page.png")

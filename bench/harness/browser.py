@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -149,13 +150,14 @@ class BrowserCall:
         states = [AttributeChange(s["t"] / 1000.0, "avatar", "dystream.state", s["value"]) for s in data["states"]]
         return cls(data["frames"], audio_times, audio, mic_times, mic, states, data["listening"], screenshot)
 
+    @cached_property
     def settled_from(self) -> float:
         """When the receiver has settled: ``SETTLE_S`` after the avatar's voice began to arrive."""
         loud = np.flatnonzero(np.abs(self.audio) > 0.01 * 32768)
         return float(self.audio_times[loud[0]]) + SETTLE_S if loud.size else float("inf")
 
     def settled_frames(self) -> list[dict]:
-        return [f for f in self.frames if f["t"] / 1000.0 >= self.settled_from()]
+        return [f for f in self.frames if f["t"] / 1000.0 >= self.settled_from]
 
     def fps_windows(self) -> list[float]:
         """Presented frames per second in consecutive ``FPS_WINDOW_S`` windows after settling."""
@@ -176,7 +178,7 @@ class BrowserCall:
         """Video minus audio (ms) per beep/flash pair after settling (positive: the picture comes late)."""
         beeps = audio_beep_onsets(self.audio_times, self.audio)
         flashes = video_flash_onsets([VideoSample(f["t"] / 1000.0, 0, 0, f["patch"]) for f in self.frames])
-        return [offset for t, offset in av_pairs(beeps, flashes) if t >= self.settled_from()]
+        return [offset for t, offset in av_pairs(beeps, flashes) if t >= self.settled_from]
 
     def speech_onsets(self) -> list[float]:
         """Onsets of the user's utterances on the microphone: a loud 10 ms window after 300 ms of quiet."""
@@ -197,7 +199,7 @@ class BrowserCall:
         page (None: never came)."""
         out: list[float | None] = []
         last = float(self.audio_times[-1]) - STATE_WAIT_S if self.audio_times.size else float("-inf")
-        for onset in (t for t in self.speech_onsets() if self.settled_from() <= t <= last):
+        for onset in (t for t in self.speech_onsets() if self.settled_from <= t <= last):
             shown = first_state_after(self.states, onset, {"listening", "both"})
             out.append(None if shown is None else (shown - onset) * 1000.0)
         return out
@@ -217,7 +219,8 @@ class BrowserCall:
     def summary(self) -> dict:
         offsets = self.av_offsets_ms()
         absolute = [abs(o) for o in offsets]
-        listening = [v for v in self.listening_latencies_ms() if v is not None]
+        latencies = self.listening_latencies_ms()
+        listening = [v for v in latencies if v is not None]
         replies = self.replies()
 
         def rounded(value: float | None) -> float | None:
@@ -234,6 +237,6 @@ class BrowserCall:
                 "abs_max": rounded(percentile(absolute, 100)),
             },
             "listening_latency_ms": [round(v) for v in listening],
-            "listening_missed": sum(v is None for v in self.listening_latencies_ms()),
+            "listening_missed": len(latencies) - len(listening),
             "replies": [{k: round(v, 3) for k, v in reply.items()} for reply in replies],
         }

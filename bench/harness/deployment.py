@@ -26,7 +26,7 @@ from .signals import SAMPLE_RATE, beep_starts, read_wav, reply_clip, write_wav
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GREETING_S = 2.4
 # the user's turn: the first sentence of the speech sample, which begins from silence as a user's turn does (the dyadic
-# "other" voice starts mid-word: a cut onset the VAD heard 60-400 ms late depending on the codec's frame alignment)
+# "other" voice starts mid-word: a cut onset that the VAD heard late, by how much depending on the codec's framing)
 UTTERANCE_S = 2.65
 REPLY_S = 5.0
 READY_LOG = "registered worker"

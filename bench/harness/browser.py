@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,13 @@ READY = "open http://"
 
 EXPORT = """() => {
   const m = window.playground.measured;
-  const blocks = (list) => ({ t: list.map((b) => b.t), pcm: list.flatMap((b) => Array.from(b.pcm)) });
-  return { frames: m.frames, audio: blocks(m.audio), mic: blocks(m.mic), states: m.states, listening: m.listening };
+  const blocks = (list) => ({
+    t: list.map((b) => b.t), context: list.map((b) => b.context), pcm: list.flatMap((b) => Array.from(b.pcm)),
+  });
+  return {
+    frames: m.frames, audio: blocks(m.audio), mic: blocks(m.mic), states: m.states, listening: m.listening,
+    voice: m.voice,
+  };
 }"""
 
 
@@ -125,30 +131,42 @@ def browse(url: str, microphone: Path, seconds: float, screenshot: Path) -> Brow
 
 @dataclass
 class BrowserCall:
-    """What the page measured over one call; times in seconds of the page's clock (performance.now)."""
+    """What the page measured over one call; times in seconds of the page's clock (performance.now).
+
+    The avatar's voice has two clocks: ``audio_times``, when each sample leaves the page's audio output (where the
+    voice is heard, and what lip sync and the replies' durations are measured on), and ``audio_graph_times``, the
+    audio graph's own sample clock (contiguous while the graph runs). They part where the page's audio output stalls
+    (a headless browser's output device on a busy machine): the output then plays on later, which is the page's
+    device and not a hole in the voice that reached it, so holes are found on the graph's clock."""
 
     frames: list[dict]
     audio_times: np.ndarray
+    audio_graph_times: np.ndarray
     audio: np.ndarray
     mic_times: np.ndarray
     mic: np.ndarray
     states: list[AttributeChange]
     page_listening_ms: list[float]
+    receiver: list[dict]
     screenshot: Path
 
     @classmethod
     def from_page(cls, data: dict, screenshot: Path) -> BrowserCall:
-        def samples(blocks: dict) -> tuple[np.ndarray, np.ndarray]:
+        def samples(blocks: dict, clock: str = "t") -> tuple[np.ndarray, np.ndarray]:
             pcm = np.asarray(blocks["pcm"], dtype=np.int16)
-            n = len(pcm) // max(1, len(blocks["t"]))
-            starts = np.asarray(blocks["t"], dtype=np.float64) / 1000.0
+            n = len(pcm) // max(1, len(blocks[clock]))
+            starts = np.asarray(blocks[clock], dtype=np.float64) / 1000.0
             times = (starts[:, None] + np.arange(n)[None, :] / SAMPLE_RATE).reshape(-1)
             return times, pcm[: times.size]
 
         audio_times, audio = samples(data["audio"])
+        audio_graph_times, _ = samples(data["audio"], "context")
         mic_times, mic = samples(data["mic"])
         states = [AttributeChange(s["t"] / 1000.0, "avatar", "dystream.state", s["value"]) for s in data["states"]]
-        return cls(data["frames"], audio_times, audio, mic_times, mic, states, data["listening"], screenshot)
+        return cls(
+            data["frames"], audio_times, audio_graph_times, audio, mic_times, mic, states, data["listening"],
+            data["voice"], screenshot,
+        )  # fmt: skip
 
     @cached_property
     def settled_from(self) -> float:
@@ -205,16 +223,39 @@ class BrowserCall:
         return out
 
     def replies(self) -> list[dict]:
-        """Per reply heard (a run of at least 5 beeps): heard over true duration, and the largest hole in it (ms)."""
+        """Per reply heard (a run of at least 5 beeps): heard over true duration, the largest hole in the voice that
+        reached the page (ms, on the audio graph's clock) and the longest stall of the page's audio output in it."""
         runs = beep_runs(audio_beep_onsets(self.audio_times, self.audio), BEEP_EVERY_S)
-        return [
-            {
+        out = []
+        for run in (run for run in runs if len(run) >= 5):
+            first, last = (int(np.argmax(self.audio_times >= t)) for t in (run[0], run[-1]))
+            start, end = self.audio_graph_times[first], self.audio_graph_times[last]
+            output_lag = (self.audio_times - self.audio_graph_times)[first:last]
+            out.append({
                 "stretch": stretch(run, BEEP_EVERY_S),
-                "largest_hole_ms": largest_hole_ms(self.audio_times, self.audio, run[0], run[-1]),
-            }
-            for run in runs
-            if len(run) >= 5
+                "largest_hole_ms": largest_hole_ms(self.audio_graph_times, self.audio, start, end),
+                "output_stall_ms": float(np.diff(output_lag).max(initial=0.0)) * 1000.0,
+            })  # fmt: skip
+        return out
+
+    def receiver_concealed(self) -> dict:
+        """What the voice's receiver concealed once settled (packets late or lost; the browser's inbound-rtp counters
+        every 500 ms): events, the total and the largest concealed per event in one reading (ms)."""
+        readings = [r for r in self.receiver if r["t"] / 1000.0 >= self.settled_from]
+        if len(readings) < 2:
+            return {"events": None, "total_ms": None, "largest_ms": None}
+        first, last = readings[0], readings[-1]
+        ms_per_sample = (last["t"] - first["t"]) / max(1, last["received"] - first["received"])
+        per_event = [
+            (b["concealed"] - a["concealed"]) * ms_per_sample / (b["concealments"] - a["concealments"])
+            for a, b in pairwise(readings)
+            if b["concealments"] > a["concealments"]
         ]
+        return {
+            "events": last["concealments"] - first["concealments"],
+            "total_ms": (last["concealed"] - first["concealed"]) * ms_per_sample,
+            "largest_ms": max(per_event, default=0.0),
+        }
 
     def summary(self) -> dict:
         offsets = self.av_offsets_ms()
@@ -239,4 +280,5 @@ class BrowserCall:
             "listening_latency_ms": [round(v) for v in listening],
             "listening_missed": len(latencies) - len(listening),
             "replies": [{k: round(v, 3) for k, v in reply.items()} for reply in replies],
+            "receiver_concealed": {k: rounded(v) for k, v in self.receiver_concealed().items()},
         }

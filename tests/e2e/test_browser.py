@@ -3,9 +3,11 @@ Chromium joins with a fake microphone, and the page must show the avatar at 25 f
 user speaks, and play the agent's replies over their true duration; Ctrl+C must leave nothing running. The page's
 screenshot is kept beside the test output (``<e2e dir>/browser/playground-<attempt>.png``).
 
-The page also measures lip sync (beeps against flashes) and holes in the voice; ``python -m bench.browser`` reports
-them (README, "In a browser"). Beside a CPU hog on 2 cores they do not yet hold the Python client's bounds (A/V
-within ±40 ms, no hole over 20 ms), so this suite does not assert them.
+The voice must reach the page without holes: no silence over 20 ms inside a reply in what reaches the page's audio
+graph, and nothing over 20 ms concealed at once by its receiver. The page also measures lip sync (beeps against
+flashes); ``python -m bench.browser`` reports it (README, "In a browser"). This suite does not assert it: the page
+times the voice where it leaves its own audio output, and a headless browser's output device stalls on a busy
+machine (the stalls are measured, ``output_stall_ms``), which moves the voice's timing by tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -80,6 +82,14 @@ def test_the_replies_are_heard_over_their_true_duration(call: BrowserCall) -> No
     assert len(replies) >= 2, f"{len(replies)} replies with their beeps heard in the page"
     for reply in replies:
         assert 0.95 <= reply["stretch"] <= 1.05, f"a reply was heard over {reply['stretch']:.3f} of its duration"
+
+
+def test_the_voice_reaches_the_page_without_holes(call: BrowserCall) -> None:
+    holes = [round(reply["largest_hole_ms"]) for reply in call.replies()]
+    assert holes and max(holes) <= 20, f"largest hole per reply in the voice that reached the page: {holes} ms"
+    concealed = call.receiver_concealed()
+    assert concealed["largest_ms"] is not None, "the page read no receiver statistics for the voice"
+    assert concealed["largest_ms"] <= 20, f"the voice's receiver concealed {concealed} ms"
 
 
 def test_ctrl_c_stops_everything(playground) -> None:

@@ -7,6 +7,7 @@ import pytest
 from livekit.plugins.dystream.diagnostics import has_beep
 
 from bench.harness import measure
+from bench.harness.browser import BrowserCall
 from bench.harness.client import AttributeChange, VideoSample
 from bench.harness.deployment import make_clips
 from bench.harness.signals import SAMPLE_RATE, beep_starts, read_wav, reply_clip, speech_end, speech_onset
@@ -111,3 +112,45 @@ def test_a_hole_is_a_silence_between_two_sounds_not_where_the_voice_was_cut(spee
     times, pcm = received(cut, start=100.0)
     window_end = 100.0 + beep_starts(5.0)[3] + 0.2
     assert measure.largest_hole_ms(times, pcm, 100.0, window_end) < 5.0
+
+
+def page_export(pcm: np.ndarray, *, stall_at_s: float, stall_s: float) -> dict:
+    """What the playground page exports for one call's voice: 128-sample blocks, each with the audio graph's time of
+    its first sample and when that sample leaves the page's output, which stalls ``stall_s`` at ``stall_at_s``."""
+    blocks = range(0, len(pcm) // 128 * 128, 128)
+    context = [1000.0 * i / SAMPLE_RATE for i in blocks]
+    heard = [500.0 + c + (1000.0 * stall_s if c >= 1000.0 * stall_at_s else 0.0) for c in context]
+    receiver = [
+        {"t": 500.0 + 500.0 * k, "received": 24000 * k, "concealed": 480 * (k >= 10), "concealments": int(k >= 10)}
+        for k in range(int(len(pcm) / SAMPLE_RATE * 2))
+    ]
+    return {
+        "frames": [],
+        "audio": {"t": heard, "context": context, "pcm": pcm[: len(context) * 128].tolist()},
+        "mic": {"t": [], "context": [], "pcm": []},
+        "states": [],
+        "listening": [],
+        "voice": receiver,
+    }
+
+
+def test_the_browser_finds_holes_in_the_voice_and_not_in_its_own_audio_output(speech: np.ndarray, tmp_path) -> None:
+    clip = np.concatenate([reply_clip(speech, seconds=5.0), np.zeros(SAMPLE_RATE, np.int16)])
+    stalled = BrowserCall.from_page(page_export(clip, stall_at_s=2.0, stall_s=0.05), tmp_path / "page.png")
+    (reply,) = stalled.replies()
+    assert reply["largest_hole_ms"] < 5.0, "a stall of the page's audio output is not a hole in the voice"
+    assert reply["output_stall_ms"] == pytest.approx(50.0, abs=1.0)
+    assert reply["stretch"] == pytest.approx(1.0 + 0.05 / 4.8, abs=0.002)  # heard 50 ms longer, as played
+
+    holed = clip.copy()
+    holed[2 * SAMPLE_RATE : 2 * SAMPLE_RATE + SAMPLE_RATE // 25] = 0  # 40 ms of silence two seconds in
+    (reply,) = BrowserCall.from_page(page_export(holed, stall_at_s=9.0, stall_s=0.0), tmp_path / "page.png").replies()
+    assert abs(reply["largest_hole_ms"] - 40.0) <= 10.0
+    assert reply["output_stall_ms"] < 1.0
+
+    concealed = stalled.receiver_concealed()  # 480 samples at 48 kHz at 5.5 s, once settled (4 s after the voice began)
+    assert concealed == {
+        "events": 1,
+        "total_ms": pytest.approx(10.0, abs=0.5),
+        "largest_ms": pytest.approx(10.0, abs=0.5),
+    }

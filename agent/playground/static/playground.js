@@ -15,8 +15,12 @@ const $ = (id) => document.getElementById(id);
 
 const measured = {
   frames: [], // per video frame presented: {t (expected display time), presented (count), patch (brightness)}
-  audio: [], // the avatar's voice as it reaches the page's audio graph: {t (first sample), pcm (Int16Array, 16 kHz)}
+  // the avatar's voice as it reaches the page's audio graph: {t (its first sample leaves the output), context (that
+  // sample's audio-context time, ms), pcm (Int16Array, 16 kHz)}
+  audio: [],
   mic: [], // the microphone, the same way
+  // the voice's receiver (inbound-rtp, every 500 ms): samples received and concealed (packets late or lost)
+  voice: [],
   states: [], // {t, value} of `dystream.state` as it arrives
   listening: [], // ms from each speech onset on the microphone to the next `listening` / `both`
 };
@@ -102,7 +106,7 @@ function tap(track, into, onBlock) {
       energy += x[i] * x[i];
     }
     const t = contextToPerformance(data.t);
-    into.push({ t, pcm });
+    into.push({ t, context: data.t * 1000, pcm });
     if (onBlock) onBlock(t, Math.sqrt(energy / x.length), (x.length * 1000) / audioContext.sampleRate);
   };
   source.connect(node);
@@ -153,13 +157,13 @@ function onTranscript(reader, info) {
 
 // -- live figures -------------------------------------------------------------------------------------------------
 
-async function playoutTimestamp(track) {
+async function inboundRtp(track) {
   const report = track ? await track.getRTCStatsReport() : null;
-  let value = null;
+  let found = null;
   report?.forEach((s) => {
-    if (s.type === "inbound-rtp" && s.estimatedPlayoutTimestamp) value = s.estimatedPlayoutTimestamp;
+    if (s.type === "inbound-rtp") found = s;
   });
-  return value;
+  return found;
 }
 
 async function refreshFigures() {
@@ -171,9 +175,19 @@ async function refreshFigures() {
   const tracks = [...room.remoteParticipants.values()].flatMap((p) => [...p.trackPublications.values()]);
   const video = tracks.find((t) => t.kind === "video" && t.track)?.track;
   const audio = tracks.find((t) => t.kind === "audio" && t.track)?.track;
-  const [v, a] = await Promise.all([playoutTimestamp(video), playoutTimestamp(audio)]);
+  const [v, a] = await Promise.all([inboundRtp(video), inboundRtp(audio)]);
   // the sender's time of what plays now: video minus audio, positive when the picture is ahead of the voice
-  show("av", v !== null && a !== null ? `${Math.round(v - a)} ms` : "–");
+  const playout = (s) => s?.estimatedPlayoutTimestamp ?? null;
+  show("av", playout(v) !== null && playout(a) !== null ? `${Math.round(playout(v) - playout(a))} ms` : "–");
+  if (a) {
+    measured.voice.push({
+      t: performance.now(),
+      received: a.totalSamplesReceived,
+      concealed: a.concealedSamples,
+      silentConcealed: a.silentConcealedSamples,
+      concealments: a.concealmentEvents,
+    });
+  }
 }
 
 // -- joining and leaving ------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ EXPORT = """() => {
   });
   return {
     frames: m.frames, audio: blocks(m.audio), mic: blocks(m.mic), states: m.states, listening: m.listening,
-    voice: m.voice,
+    receiver: m.receiver,
   };
 }"""
 
@@ -165,7 +165,7 @@ class BrowserCall:
         states = [AttributeChange(s["t"] / 1000.0, "avatar", "dystream.state", s["value"]) for s in data["states"]]
         return cls(
             data["frames"], audio_times, audio_graph_times, audio, mic_times, mic, states, data["listening"],
-            data["voice"], screenshot,
+            data["receiver"], screenshot,
         )  # fmt: skip
 
     @cached_property
@@ -230,7 +230,7 @@ class BrowserCall:
         for run in (run for run in runs if len(run) >= 5):
             first, last = (int(np.argmax(self.audio_times >= t)) for t in (run[0], run[-1]))
             start, end = self.audio_graph_times[first], self.audio_graph_times[last]
-            output_lag = (self.audio_times - self.audio_graph_times)[first:last]
+            output_lag = self.audio_times[first:last] - self.audio_graph_times[first:last]
             out.append({
                 "stretch": stretch(run, BEEP_EVERY_S),
                 "largest_hole_ms": largest_hole_ms(self.audio_graph_times, self.audio, start, end),

@@ -130,7 +130,7 @@ def page_export(pcm: np.ndarray, *, stall_at_s: float, stall_s: float) -> dict:
         "mic": {"t": [], "context": [], "pcm": []},
         "states": [],
         "listening": [],
-        "voice": receiver,
+        "receiver": receiver,
     }
 
 

@@ -20,7 +20,7 @@ const measured = {
   audio: [],
   mic: [], // the microphone, the same way
   // the voice's receiver (inbound-rtp, every 500 ms): samples received and concealed (packets late or lost)
-  voice: [],
+  receiver: [],
   states: [], // {t, value} of `dystream.state` as it arrives
   listening: [], // ms from each speech onset on the microphone to the next `listening` / `both`
 };
@@ -180,11 +180,10 @@ async function refreshFigures() {
   const playout = (s) => s?.estimatedPlayoutTimestamp ?? null;
   show("av", playout(v) !== null && playout(a) !== null ? `${Math.round(playout(v) - playout(a))} ms` : "–");
   if (a) {
-    measured.voice.push({
+    measured.receiver.push({
       t: performance.now(),
       received: a.totalSamplesReceived,
       concealed: a.concealedSamples,
-      silentConcealed: a.silentConcealedSamples,
       concealments: a.concealmentEvents,
     });
   }

@@ -31,4 +31,5 @@ def test_the_worker_reconnects_after_a_server_restart_and_serves_again(livekit_s
     assert deployment.agent.healthy(deployment.agent_http_port)
     conversation, turn = asyncio.run(talk_once(deployment))
     assert conversation.client.video, "no avatar video after the restart"
-    assert turn.listening_at is not None, "the avatar did not react to the user after the restart"
+    seen = [(round(change.t - turn.onset, 3), change.value) for change in conversation.client.states()]
+    assert turn.listening_at is not None, f"the avatar did not react to the user after the restart; states seen {seen}"

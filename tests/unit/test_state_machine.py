@@ -255,3 +255,31 @@ async def test_state_attribute_is_retried_until_the_room_connects(monkeypatch) -
     await publisher.aclose()  # waits for the retries in progress
     assert participant.failures == 0
     assert participant.attributes == {ATTRIBUTE_STATE: "listening"}
+
+
+class LosesTheFirstWrite:
+    """The server never acknowledges the first write; later ones are applied."""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, str] = {}
+        self.calls = 0
+        self.applied = asyncio.Event()
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.Event().wait()  # never answered
+        self.attributes.update(attributes)
+        self.applied.set()
+
+
+async def test_a_write_the_server_never_acknowledges_does_not_freeze_the_state(monkeypatch) -> None:
+    monkeypatch.setattr(state_attribute, "WRITE_TIMEOUT_S", 0.01)
+    state = ConversationState(VadSettings(start_ms=0, stop_ms=0))
+    participant = LosesTheFirstWrite()
+    publisher = StateAttributePublisher(state, participant)
+    state.update("other", True, 20)  # while the lost write of "idle" hangs
+    await participant.applied.wait()
+    await publisher.aclose()
+    assert participant.calls == 2
+    assert participant.attributes == {ATTRIBUTE_STATE: "listening"}

@@ -3,8 +3,9 @@
 
 Writes are serialised and coalesced: while one ``set_attributes`` call is in flight, only the latest value of each
 attribute is kept and written next (those that changed, in one call), so a burst of changes never queues up stale
-writes. A failed write (room not connected yet, no
-permission) is retried every second for half a minute, logged, and never stops the avatar.
+writes. A failed write (room not connected yet, no permission) is retried every second for half a minute, logged, and
+never stops the avatar. A write the server has not acknowledged within a second is given up and written again with
+the newest values, so one lost request cannot freeze the attributes for the rest of the call.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ATTRIBUTE_STATE = "dystream.state"
 ATTRIBUTE_RUNG = "dystream.rung"
 RETRY_S = 1.0
 RETRIES = 30
+WRITE_TIMEOUT_S = 1.0
 
 
 class _Participant(Protocol):
@@ -55,18 +57,20 @@ class StateAttributePublisher:
         failures = 0
         while changed := self._changed():
             try:
-                await self._participant.set_attributes(changed)
+                await asyncio.wait_for(self._participant.set_attributes(changed), WRITE_TIMEOUT_S)
                 self._written.update(changed)
             except Exception as error:  # noqa: BLE001 - a failed attribute write must not stop the avatar
-                # typically the room is not connected yet (the avatar may start before the agent connects)
+                # typically the room is not connected yet (the avatar may start before the agent connects), or the
+                # server never acknowledged the write (TimeoutError): that one is written again at once
                 failures += 1
                 if failures == 1 or failures == RETRIES:
                     logger.warning(
-                        "could not publish the avatar state attribute", extra={**changed, "error": str(error)}
+                        "could not publish the avatar state attribute", extra={**changed, "error": repr(error)}
                     )
                 if failures >= RETRIES:
                     return
-                await asyncio.sleep(RETRY_S)
+                if not isinstance(error, TimeoutError):
+                    await asyncio.sleep(RETRY_S)
 
     async def aclose(self) -> None:
         self._state.off("state_changed", self._on_change)

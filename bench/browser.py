@@ -4,7 +4,8 @@ Starts `dystream playground` (the tiny random-weight model, beep clips, the diag
 its room from headless Chromium with a fake microphone that speaks every 13 s (``bench/harness/browser.py``), and
 prints and writes ``bench/results/browser.json``: per mode the presented frame rate (5 s windows) and largest gap,
 the A/V offset at the page (beeps in the avatar's voice against the flashes of the diagnostic square, after the
-receiver settled), the listening latency (speech onset on the microphone to ``dystream.state`` = listening at the
+receiver settled) and the browser's own lip sync (its audio and video receivers' ``estimatedPlayoutTimestamp``,
+every 500 ms), the listening latency (speech onset on the microphone to ``dystream.state`` = listening at the
 page), each reply's heard duration over its true duration with its largest hole (in the voice that reached the page's
 audio graph) and the longest stall of the page's own audio output in it, and the audio the voice's receiver concealed.
 ``--beside-hog`` runs the same beside a CPU hog (``stress-ng --cpu 1``, as CI's check does) and writes

@@ -54,7 +54,7 @@ EXPORT = """() => {
   });
   return {
     frames: m.frames, audio: blocks(m.audio), mic: blocks(m.mic), states: m.states, listening: m.listening,
-    receiver: m.receiver,
+    receiver: m.receiver, sync: m.sync,
   };
 }"""
 
@@ -148,6 +148,7 @@ class BrowserCall:
     states: list[AttributeChange]
     page_listening_ms: list[float]
     receiver: list[dict]
+    sync: list[dict]
     screenshot: Path
 
     @classmethod
@@ -165,7 +166,7 @@ class BrowserCall:
         states = [AttributeChange(s["t"] / 1000.0, "avatar", "dystream.state", s["value"]) for s in data["states"]]
         return cls(
             data["frames"], audio_times, audio_graph_times, audio, mic_times, mic, states, data["listening"],
-            data["receiver"], screenshot,
+            data["receiver"], data["sync"], screenshot,
         )  # fmt: skip
 
     @cached_property
@@ -197,6 +198,12 @@ class BrowserCall:
         beeps = audio_beep_onsets(self.audio_times, self.audio)
         flashes = video_flash_onsets([VideoSample(f["t"] / 1000.0, 0, 0, f["patch"]) for f in self.frames])
         return [offset for t, offset in av_pairs(beeps, flashes) if t >= self.settled_from]
+
+    def playout_offsets_ms(self) -> list[float]:
+        """The browser's own lip sync once settled, every 500 ms: the sender's capture time of the voice played minus
+        that of the picture shown (the receivers' ``estimatedPlayoutTimestamp``; positive: the picture comes late, as
+        in ``av_offsets_ms``). Free of the page's audio output, which the beeps and flashes are timed through."""
+        return [s["audio"] - s["video"] for s in self.sync if s["t"] / 1000.0 >= self.settled_from]
 
     def speech_onsets(self) -> list[float]:
         """Onsets of the user's utterances on the microphone: a loud 10 ms window after 300 ms of quiet."""
@@ -260,6 +267,7 @@ class BrowserCall:
     def summary(self) -> dict:
         offsets = self.av_offsets_ms()
         absolute = [abs(o) for o in offsets]
+        playout = self.playout_offsets_ms()
         latencies = self.listening_latencies_ms()
         listening = [v for v in latencies if v is not None]
         replies = self.replies()
@@ -276,6 +284,12 @@ class BrowserCall:
                 "abs_p50": rounded(percentile(absolute, 50)),
                 "abs_p95": rounded(percentile(absolute, 95)),
                 "abs_max": rounded(percentile(absolute, 100)),
+            },
+            "playout_offset_ms": {
+                "readings": len(playout),
+                "signed_p50": rounded(percentile(playout, 50)),
+                "abs_p95": rounded(percentile([abs(o) for o in playout], 95)),
+                "abs_max": rounded(percentile([abs(o) for o in playout], 100)),
             },
             "listening_latency_ms": [round(v) for v in listening],
             "listening_missed": len(latencies) - len(listening),

@@ -124,6 +124,12 @@ def page_export(pcm: np.ndarray, *, stall_at_s: float, stall_s: float) -> dict:
         {"t": 500.0 + 500.0 * k, "received": 24000 * k, "concealed": 480 * (k >= 10), "concealments": int(k >= 10)}
         for k in range(int(len(pcm) / SAMPLE_RATE * 2))
     ]
+    # the browser's playout clocks (ms of the sender's capture clock): the picture 120 ms early in the first 4 s, while
+    # the receivers settle, then 20 ms early
+    sync = [
+        {"t": t, "audio": 9e11 + t, "video": 9e11 + t + (120.0 if t < 4000.0 else 20.0)}
+        for t in (500.0 + 500.0 * k for k in range(int(len(pcm) / SAMPLE_RATE * 2)))
+    ]
     return {
         "frames": [],
         "audio": {"t": heard, "context": context, "pcm": pcm[: len(context) * 128].tolist()},
@@ -131,6 +137,7 @@ def page_export(pcm: np.ndarray, *, stall_at_s: float, stall_s: float) -> dict:
         "states": [],
         "listening": [],
         "receiver": receiver,
+        "sync": sync,
     }
 
 
@@ -154,3 +161,13 @@ def test_the_browser_finds_holes_in_the_voice_and_not_in_its_own_audio_output(sp
         "total_ms": pytest.approx(10.0, abs=0.5),
         "largest_ms": pytest.approx(10.0, abs=0.5),
     }
+
+
+def test_the_browser_reads_its_own_lip_sync_once_settled(speech: np.ndarray, tmp_path) -> None:
+    clip = np.concatenate([reply_clip(speech, seconds=5.0), np.zeros(SAMPLE_RATE, np.int16)])
+    call = BrowserCall.from_page(page_export(clip, stall_at_s=9.0, stall_s=0.0), tmp_path / "page.png")
+    offsets = call.playout_offsets_ms()
+    settled_readings = [t for t in (500.0 + 500.0 * k for k in range(12)) if t / 1000.0 >= call.settled_from]
+    assert len(offsets) == len(settled_readings) >= 3
+    assert offsets == pytest.approx([-20.0] * len(offsets))  # the picture 20 ms early: negative, as av_offsets_ms
+    assert call.summary()["playout_offset_ms"]["abs_p95"] == pytest.approx(20.0)

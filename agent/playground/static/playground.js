@@ -21,6 +21,9 @@ const measured = {
   mic: [], // the microphone, the same way
   // the voice's receiver (inbound-rtp, every 500 ms): samples received and concealed (packets late or lost)
   receiver: [],
+  // the browser's own lip sync (every 500 ms): the sender's capture time (ms) of the picture shown and of the voice
+  // played now, from the video and audio receivers' estimatedPlayoutTimestamp
+  sync: [],
   states: [], // {t, value} of `dystream.state` as it arrives
   listening: [], // ms from each speech onset on the microphone to the next `listening` / `both`
 };
@@ -178,7 +181,9 @@ async function refreshFigures() {
   const [v, a] = await Promise.all([inboundRtp(video), inboundRtp(audio)]);
   // the sender's time of what plays now: video minus audio, positive when the picture is ahead of the voice
   const playout = (s) => s?.estimatedPlayoutTimestamp ?? null;
-  show("av", playout(v) !== null && playout(a) !== null ? `${Math.round(playout(v) - playout(a))} ms` : "–");
+  const synced = playout(v) !== null && playout(a) !== null;
+  show("av", synced ? `${Math.round(playout(v) - playout(a))} ms` : "–");
+  if (synced) measured.sync.push({ t: performance.now(), video: playout(v), audio: playout(a) });
   if (a) {
     measured.receiver.push({
       t: performance.now(),

@@ -268,6 +268,7 @@ class BrowserCall:
         offsets = self.av_offsets_ms()
         absolute = [abs(o) for o in offsets]
         playout = self.playout_offsets_ms()
+        playout_absolute = [abs(o) for o in playout]
         latencies = self.listening_latencies_ms()
         listening = [v for v in latencies if v is not None]
         replies = self.replies()
@@ -288,8 +289,8 @@ class BrowserCall:
             "playout_offset_ms": {
                 "readings": len(playout),
                 "signed_p50": rounded(percentile(playout, 50)),
-                "abs_p95": rounded(percentile([abs(o) for o in playout], 95)),
-                "abs_max": rounded(percentile([abs(o) for o in playout], 100)),
+                "abs_p95": rounded(percentile(playout_absolute, 95)),
+                "abs_max": rounded(percentile(playout_absolute, 100)),
             },
             "listening_latency_ms": [round(v) for v in listening],
             "listening_missed": len(latencies) - len(listening),

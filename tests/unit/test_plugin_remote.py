@@ -21,7 +21,7 @@ from livekit.agents.voice.avatar._datastream_io import (
     RPC_PLAYBACK_FINISHED,
     RPC_PLAYBACK_STARTED,
 )
-from livekit.plugins.dystream import remote
+from livekit.plugins.dystream import remote, state_attribute
 from livekit.plugins.dystream.remote import (
     DispatchInfo,
     accept_avatar_job,
@@ -244,16 +244,38 @@ async def test_a_failed_write_of_the_linked_user_is_tried_again() -> None:
     room = FakeRoom(local_identity="agent-1")
     write = room.local_participant.set_attributes
     attempts: list[dict[str, str]] = []
+    named = asyncio.Event()
 
     async def reconnecting_once(attributes: dict[str, str]) -> None:
         attempts.append(attributes)
         if len(attempts) == 1:
             raise RuntimeError("engine is not connected")
         await write(attributes)
+        named.set()
 
     room.local_participant.set_attributes = reconnecting_once
     sharing = asyncio.create_task(remote.share_linked_user(room, lambda: "alice", interval_s=0.0))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await asyncio.wait_for(named.wait(), 5.0)
+    sharing.cancel()
+    assert len(attempts) == 2 and room.local_participant.attributes[remote.LINKED_USER_ATTRIBUTE] == "alice"
+
+
+async def test_a_write_of_the_linked_user_the_server_never_acknowledges_is_tried_again(monkeypatch) -> None:
+    monkeypatch.setattr(state_attribute, "WRITE_TIMEOUT_S", 0.01)
+    room = FakeRoom(local_identity="agent-1")
+    write = room.local_participant.set_attributes
+    attempts: list[dict[str, str]] = []
+    named = asyncio.Event()
+
+    async def lost_once(attributes: dict[str, str]) -> None:
+        attempts.append(attributes)
+        if len(attempts) == 1:
+            await asyncio.Event().wait()  # never answered
+        await write(attributes)
+        named.set()
+
+    room.local_participant.set_attributes = lost_once
+    sharing = asyncio.create_task(remote.share_linked_user(room, lambda: "alice", interval_s=0.0))
+    await asyncio.wait_for(named.wait(), 5.0)
     sharing.cancel()
     assert len(attempts) == 2 and room.local_participant.attributes[remote.LINKED_USER_ATTRIBUTE] == "alice"

@@ -30,6 +30,7 @@ from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from config.settings import Settings, get_settings
 
 from .log import logger
+from .state_attribute import write_attributes
 
 if TYPE_CHECKING:
     from livekit.agents import AgentServer, JobContext, JobRequest
@@ -170,11 +171,11 @@ async def share_linked_user(
         user = linked()
         if user is not None and user != shared:
             try:
-                await room.local_participant.set_attributes({LINKED_USER_ATTRIBUTE: user})
+                await write_attributes(room.local_participant, {LINKED_USER_ATTRIBUTE: user})
                 shared = user
-            except Exception as error:  # noqa: BLE001 - e.g. reconnecting: tried again at the next look
+            except Exception as error:  # noqa: BLE001 - e.g. reconnecting, or never acknowledged: tried again next look
                 logger.warning(
-                    "could not name the linked user to the avatar", extra={"user": user, "error": str(error)}
+                    "could not name the linked user to the avatar", extra={"user": user, "error": repr(error)}
                 )
         await asyncio.sleep(interval_s)
 

@@ -27,6 +27,12 @@ class _Participant(Protocol):
     async def set_attributes(self, attributes: dict[str, str]) -> None: ...
 
 
+async def write_attributes(participant: _Participant, attributes: dict[str, str]) -> None:
+    """``set_attributes``, given up with ``TimeoutError`` when the server has not acknowledged it within
+    ``WRITE_TIMEOUT_S`` (the SDK itself waits for ever), so a caller that writes again is never held by a lost write."""
+    await asyncio.wait_for(participant.set_attributes(attributes), WRITE_TIMEOUT_S)
+
+
 class StateAttributePublisher:
     def __init__(self, state: ConversationState, participant: _Participant) -> None:
         self._state = state
@@ -57,7 +63,7 @@ class StateAttributePublisher:
         failures = 0
         while changed := self._changed():
             try:
-                await asyncio.wait_for(self._participant.set_attributes(changed), WRITE_TIMEOUT_S)
+                await write_attributes(self._participant, changed)
                 self._written.update(changed)
             except Exception as error:  # noqa: BLE001 - a failed attribute write must not stop the avatar
                 # typically the room is not connected yet (the avatar may start before the agent connects), or the

@@ -18,6 +18,7 @@ from avatar.checkpoints import load_motion_generator, random_motion_generator
 from avatar.config import MotionConfig
 from avatar.errors import InputError
 from avatar.motion import MotionGenerator
+from avatar.precision import Precision
 from avatar.renderer import Renderer, RendererConfig, load_renderer, random_renderer
 from avatar.weights_file import GET_WEIGHTS
 from config.settings import ModelSettings
@@ -80,9 +81,7 @@ def load_avatar_models(
         raise InputError(f"model size {size!r} is unknown: use full or tiny")
     device = resolve_device(settings.device)
     dtype = DTYPES[settings.dtype]
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = settings.allow_tf32
-        torch.backends.cudnn.allow_tf32 = settings.allow_tf32
+    Precision(settings.precision, device)  # the TF32 switches of this process
     if random_weights:
         motion_config, renderer_config = (
             (MotionConfig.tiny(), RendererConfig.tiny()) if size == "tiny" else (MotionConfig(), RendererConfig())

@@ -206,21 +206,23 @@ class MotionGenerator(nn.Module):
     def last_hidden(
         self, past_motion: torch.Tensor, fused: torch.Tensor, anchor: torch.Tensor, anchor_gate: torch.Tensor
     ) -> torch.Tensor:
-        """Transformer output at the last position [B, H] (the input of ``output_norm``); see ``condition``."""
-        context = self.config.context
-        batch = fused.shape[0]
-        if past_motion.shape != (context, self.config.face_dim):
-            raise InputError(f"past_motion must be [{context}, {self.config.face_dim}], got {tuple(past_motion.shape)}")
-        if fused.ndim != 3 or fused.shape[1:] != (context, self.config.hidden_size):
-            raise InputError(
-                f"fused audio must be [branches, {context}, {self.config.hidden_size}], got {tuple(fused.shape)}"
-            )
-        if anchor.shape != (1, self.config.face_dim):
-            raise InputError(f"anchor must be [1, {self.config.face_dim}], got {tuple(anchor.shape)}")
-        if anchor_gate.shape != (batch,):
-            raise InputError(f"anchor_gate must be [{batch}] (one per branch), got {tuple(anchor_gate.shape)}")
-        x = self.face_embed(past_motion)[None].expand(batch, -1, -1)
-        anchor_hidden = self.anchor_embed(anchor)[None] * anchor_gate.to(fused)[:, None, None]
+        """Transformer output at the last position [N·B, H] (the input of ``output_norm``); see ``condition``."""
+        context, face, hidden = self.config.context, self.config.face_dim, self.config.hidden_size
+        if past_motion.ndim == 2:
+            past_motion = past_motion[None]
+        sessions, rows = past_motion.shape[0], fused.shape[0]
+        if past_motion.shape[1:] != (context, face):
+            raise InputError(f"past_motion must be [{context}, {face}], got {tuple(past_motion.shape)}")
+        if fused.ndim != 3 or fused.shape[1:] != (context, hidden) or rows % sessions:
+            raise InputError(f"fused audio must be [branches, {context}, {hidden}], got {tuple(fused.shape)}")
+        if anchor.shape != (sessions, face):
+            raise InputError(f"anchor must be [{sessions}, {face}], got {tuple(anchor.shape)}")
+        if anchor_gate.shape != (rows,):
+            raise InputError(f"anchor_gate must be [{rows}] (one per branch), got {tuple(anchor_gate.shape)}")
+        branches = rows // sessions
+        x = self.face_embed(past_motion)[:, None].expand(-1, branches, -1, -1).reshape(rows, context, hidden)
+        anchor_hidden = self.anchor_embed(anchor).repeat_interleave(branches, dim=0)[:, None]
+        anchor_hidden = anchor_hidden * anchor_gate.to(fused)[:, None, None]
         for block in self.blocks:
             x = block(x, fused, anchor_hidden)
         return x[:, -1]
@@ -233,6 +235,7 @@ class MotionGenerator(nn.Module):
 
         ``past_motion`` [94, F]: the motion history (oldest first); ``fused`` [B, 94, H]: the fused audio token of
         each history token per branch; ``anchor`` [1, F]: m0; ``anchor_gate`` [B]: 1 where the branch sees the anchor.
-        Positions restart at 0 in every window.
+        Positions restart at 0 in every window. N sessions at once: ``past_motion`` [N, 94, F], ``anchor`` [N, F],
+        ``fused`` and ``anchor_gate`` session-major ([N·B, …]) → [N·B, F].
         """
         return self.output_proj(self.output_norm(self.last_hidden(past_motion, fused, anchor, anchor_gate)))

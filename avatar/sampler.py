@@ -83,24 +83,45 @@ def sample_latent(
     accepted when the anchor branch is skipped). Of ``model`` only ``config.face_dim``, ``time_embed`` and
     ``diffusion_head`` are used, so a stand-in with those (e.g. a CUDA-graphed head) works too.
     """
+    return sample_latents(model, c_n, noise.reshape(1, -1), steps, cfg, trace)[0]
+
+
+@torch.inference_mode()
+def sample_latents(
+    model: MotionGenerator,
+    c_n: torch.Tensor,
+    noise: torch.Tensor,
+    steps: int = 5,
+    cfg: CfgScales | None = None,
+    trace: SampleTrace | None = None,
+) -> torch.Tensor:
+    """``sample_latent`` for N sessions at once: ``c_n`` [N·B, F] (session-major: the B branch rows of session 0,
+    then of session 1, …), ``noise`` [N, F] → latents [N, F]. One flow-head call per step covers every session and
+    branch; each session's latent is the one it gets alone."""
     cfg = cfg or CfgScales()
     schedule = flow_match_schedule(steps)
     face_dim = model.config.face_dim
     if c_n.ndim != 2 or c_n.shape[1] != face_dim:
         raise InputError(f"c_n must be [branches, {face_dim}], got {tuple(c_n.shape)}")
-    z = noise.reshape(1, -1).to(device=c_n.device, dtype=torch.float32)
-    if z.shape[1] != face_dim:
+    z = noise.to(device=c_n.device, dtype=torch.float32)
+    sessions = z.shape[0]
+    if z.ndim != 2 or z.shape[1] != face_dim:
         raise InputError(f"noise must hold {face_dim} values (one latent), got shape {tuple(noise.shape)}")
+    if c_n.shape[0] % sessions:
+        raise InputError(f"c_n has {c_n.shape[0]} rows, not a whole number of branches for {sessions} sessions")
+    branches = c_n.shape[0] // sessions
     temb = model.time_embed(schedule.timesteps.to(c_n.device))
     sigmas = schedule.sigmas.to(c_n.device)
     if trace is not None:
         trace.temb = temb
     for s in range(schedule.steps):
-        x0_branches = model.diffusion_head(z.to(c_n.dtype), c_n, temb[s : s + 1]).float()
-        x0 = cfg.combine(x0_branches)
+        # one session: its z broadcasts over the branches, as in the official sampler
+        z_rows = z if sessions == 1 else z.repeat_interleave(branches, dim=0)
+        x0_branches = model.diffusion_head(z_rows.to(c_n.dtype), c_n, temb[s : s + 1]).float()
+        x0 = cfg.combine(x0_branches.view(sessions, branches, face_dim).transpose(0, 1))
         z_in, z = z, euler_step(z, x0, sigmas[s], sigmas[s + 1])
         if trace is not None:
             trace.z_in.append(z_in[0])
             trace.x0_branches.append(x0_branches)
             trace.z_out.append(z[0])
-    return z[0]
+    return z

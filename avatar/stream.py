@@ -182,7 +182,7 @@ class AvatarStream:
             steps=model.steps,
             cfg=CfgScales.from_settings(model),
             seed=noise_seed if noise_seed is not None else model.seed,
-            allow_tf32=model.allow_tf32,
+            precision=model.precision,
             cuda_graphs=stream.cuda_graphs,
         )
         self.governor = QualityGovernor(

@@ -34,10 +34,11 @@ from avatar.audio import SAMPLES_PER_FRAME
 from avatar.cfg import ALL_BRANCH, CfgScales, NoGuidance, branch_gates
 from avatar.errors import InputError
 from avatar.motion import MotionGenerator
+from avatar.precision import Precision
 from avatar.renderer import Renderer, to_uint8
 from avatar.sampler import check_steps, sample_latent
 from avatar.stream_audio import StreamFeatures
-from avatar.stream_cuda import GraphedCall, RenderStream, configure_tf32
+from avatar.stream_cuda import GraphedCall, RenderStream
 from avatar.stream_ladder import Rung, StageCosts
 from avatar.stream_traced import TracedCall
 
@@ -103,7 +104,7 @@ class StreamCore:
         noise: NoiseFn | None = None,
         seed: int | None = None,
         flow_source: Literal["first", "anchor"] = "first",
-        allow_tf32: bool = True,
+        precision: str = "fp32",
         cuda_graphs: bool = True,
         trace: bool = True,
     ) -> None:
@@ -159,7 +160,7 @@ class StreamCore:
         self._held = 0  # frames since the last generated latent, holding its value in the history
         self._stand_ins = 0  # newest frames whose token is a stand-in (``hear(encode=False)``)
 
-        configure_tf32(self.device, allow_tf32)
+        self.precision = Precision(precision, self.device)
         on_cuda = self.device.type == "cuda" and cuda_graphs
         self._trace = trace and self.device.type == "cpu"
         self._condition: Any = GraphedCall(motion.condition, "transformer", enabled=on_cuda)
@@ -241,15 +242,33 @@ class StreamCore:
     def generate(self, rung: Rung, timer: StageTimer | None = None) -> torch.Tensor:
         """The latent [F] of the frame whose audio was just heard (transformer, then the flow head with ``rung``'s
         steps and guidance). Frames skipped since the last latent get the linear interpolation between the two."""
+        fused, gate = self.window(rung.guidance)
+        with self.precision.autocast():
+            c_n = self._condition(self.history, fused, self.m0, gate)
+            if timer is not None:
+                timer.lap("transformer")
+            latent = self._sampler(rung.steps, rung.guidance)(c_n, self.next_noise()).float()
+        self.take(latent)
+        if timer is not None:
+            timer.lap("head")
+        return latent
+
+    def window(self, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused audio tokens [B, 94, H] and anchor gates [B] of the frame whose audio was just heard, for the
+        guidance branches (or the ``all`` branch alone)."""
         fused, gate = self.fused, self.anchor_gate
         assert fused is not None, "hear() the frame's audio before generating it"
-        if not rung.guidance:
+        if not guidance:
             fused, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
-        c_n = self._condition(self.history, fused, self.m0, gate)
-        if timer is not None:
-            timer.lap("transformer")
-        noise = self.noise(self.index).reshape(1, -1).to(self.device, torch.float32)
-        latent = self._sampler(rung.steps, rung.guidance)(c_n, noise).float()
+        return fused, gate
+
+    def next_noise(self) -> torch.Tensor:
+        """The start latent [1, F] of the frame being generated."""
+        return self.noise(self.index).reshape(1, -1).to(self.device, torch.float32)
+
+    def take(self, latent: torch.Tensor) -> None:
+        """Enter the generated latent [F] into the history (after the frames skipped since the last one, which get
+        the interpolation between the two), and move on to the next frame."""
         self.history = torch.cat([self.history[1:], latent[None].to(self.history.dtype)])
         if self._held:
             before = self.history[-self._held - 2]
@@ -258,10 +277,7 @@ class StreamCore:
             self._held = 0
         if self.source is None:
             self.source = latent[None].clone()
-        if timer is not None:
-            timer.lap("head")
         self.index += 1
-        return latent
 
     def _sampler(self, steps: int, guidance: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         key = (steps, guidance)
@@ -297,13 +313,15 @@ class StreamCore:
             if not guidance:
                 window, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
             started = time.perf_counter()
-            latent = self._sampler(steps, guidance)(self._condition(self.history, window, self.m0, gate), noise)
+            with self.precision.autocast():
+                latent = self._sampler(steps, guidance)(self._condition(self.history, window, self.m0, gate), noise)
             sampler_ms[(steps, guidance)] = self._ms_since(started)
         render_ms = 0.0
         if self._render_call is not None and self._render_stream is not None and self.f_app is not None:
             render, f_app, target = self._render_call, self.f_app, latent.reshape(1, -1).float()
             started = time.perf_counter()
-            self._render_stream.run(lambda: render(target, target, f_app))  # returns a host copy: finished
+            with self.precision.autocast():
+                self._render_stream.run(lambda: render(target, target, f_app))  # returns a host copy: finished
             render_ms = self._ms_since(started)
         return StageCosts(audio_ms, sampler_ms, render_ms)
 
@@ -317,15 +335,20 @@ class StreamCore:
     def render(self, latent: torch.Tensor) -> np.ndarray:
         """The frame [S, S, 3] uint8 of a generated latent [F]. Only reads state set by the first ``step``, so it
         may run on another thread than ``step`` (the engine renders frame k while it generates frame k + 1)."""
+        render, (source, f_app) = self._render_call, self.render_inputs()
+        assert render is not None and self._render_stream is not None
+        target = latent.reshape(1, -1)
+        with self.precision.autocast():
+            frame = self._render_stream.run(lambda: render(source, target, f_app))
+        return to_uint8(frame)[0]
+
+    def render_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flow source [1, F] and the appearance volume [1, …] this session's frames are rendered from."""
         if self.renderer is None or self._render_stream is None or self.f_app is None:
             raise InputError("this StreamCore has no renderer: pass one (and f_app) to render frames")
         if self.source is None:
             raise InputError("render() needs a generated latent first: call step()")
-        render, source, f_app = self._render_call, self.source, self.f_app
-        assert render is not None
-        target = latent.reshape(1, -1)
-        frame = self._render_stream.run(lambda: render(source, target, f_app))
-        return to_uint8(frame)[0]
+        return self.source, self.f_app
 
     def _audio_tokens(
         self,

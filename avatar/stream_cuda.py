@@ -1,4 +1,4 @@
-"""CUDA fast paths of the streaming step: TF32, CUDA graphs for fixed-shape calls, a render stream.
+"""CUDA fast paths of the streaming step: CUDA graphs for fixed-shape calls, a render stream.
 
 Everything here is a no-op off CUDA. A CUDA graph is captured once for a callable whose input shapes never change
 (the transformer window, one flow-head step); any failure to capture, or a call with other shapes, falls back to
@@ -13,13 +13,6 @@ from collections.abc import Callable
 import torch
 
 log = logging.getLogger(__name__)
-
-
-def configure_tf32(device: torch.device, allow_tf32: bool) -> None:
-    """TF32 matmuls and convolutions on CUDA (``model.allow_tf32``)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-        torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
 class GraphedCall:

@@ -5,8 +5,9 @@ engine's two worker threads and the host's event loop (LiveKit, the VADs) in one
 operators of a tiny-model frame waited for the GIL, and a frame took twice as long inside the agent worker as in
 ``bench.stream`` (README, "Real time that holds"). A trace runs the whole stage in C++ with the GIL released. It
 records the same operators, so the outputs are the eager ones; ``TracedCall`` checks that on the first call of each
-shape and runs eagerly when tracing fails or differs. On CUDA the stages are replayed from CUDA graphs instead
-(``avatar.stream_cuda``).
+shape and runs eagerly when tracing fails or differs. Under CPU autocast (``model.precision: bf16``) the trace
+records the casts autocast made while tracing, and replays them with autocast off. On CUDA the stages are replayed
+from CUDA graphs instead (``avatar.stream_cuda``).
 """
 
 from __future__ import annotations
@@ -50,20 +51,26 @@ class TracedCall:
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return self.fn(*args)
-        key = tuple((tuple(a.shape), a.dtype) for a in args)
+        autocast = torch.is_autocast_enabled("cpu")
+        key = (*((tuple(a.shape), a.dtype) for a in args), autocast)
         traced = self._traces.get(key)
         if traced is None:
             if len(self._traces) >= MAX_SHAPES:
                 return self.fn(*args)
             traced = self._traces[key] = self._trace(args)
-        return traced(*args)
+        if traced is self.fn:
+            return traced(*args)
+        with torch.autocast("cpu", enabled=False):  # the casts autocast made are in the trace
+            return traced(*args)
 
     def _trace(self, args: tuple[torch.Tensor, ...]) -> Callable[..., torch.Tensor]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarning: shape checks become constants, as intended
                 traced = torch.jit.trace(self._stage, args, check_trace=False)
-            expected, got = self.fn(*args), traced(*args)
+            expected = self.fn(*args)
+            with torch.autocast("cpu", enabled=False):
+                got = traced(*args)
             diff = float((expected.float() - got.float()).abs().max()) if expected.numel() else 0.0
             if expected.shape != got.shape or not diff <= TOLERANCE:
                 raise ValueError(f"traced output differs from eager by {diff}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from avatar.precision import Precision
 from avatar.renderer import RendererConfig, random_renderer
 from avatar.renderer.renderer import DTYPES
 from bench.results_file import write_json_atomic
@@ -98,9 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     thread_counts = args.threads or [torch.get_num_threads()]
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sizes = [args.size] if args.size else ["full", "tiny"]
-    allow_tf32 = get_settings().model.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
+    precision = get_settings().model.precision
+    if torch.cuda.is_available():
+        Precision(precision, torch.device("cuda"))
 
     results = []
     for device in devices:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "allow_tf32": allow_tf32,
+        "precision": precision,
         "results": results,
     }
     write_json_atomic(report, args.out)

@@ -44,7 +44,10 @@ class ModelSettings(BaseModel):
     portrait_cache_dir: Path = Field(DEFAULT_CACHE / "portraits", description="cached m0 + appearance volumes")
     device: str = Field("cpu", description="torch device: cpu, mps, cuda or cuda:N")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    allow_tf32: bool = True
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "tf32",
+        description="fp32 (the parity reference), tf32 (CUDA's TF32 matmuls; fp32 elsewhere) or bf16 (autocast)",
+    )
     steps: int = Field(5, ge=1, le=20, description="FlowMatchEuler sampler steps")
     cfg_audio: float = 0.5
     cfg_audio_other: float = 0.5

@@ -12,6 +12,7 @@ in exactly this order. With ``s_anchor == 0`` the anchor branch adds nothing, so
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -47,10 +48,18 @@ class Gates:
 
 
 def branch_gates(branches: tuple[Branch, ...], device: Any = None, dtype: torch.dtype = torch.float32) -> Gates:
+    """The gates of ``branches`` on ``device``: made once per (branches, device, dtype) and kept, so that a frame
+    copies nothing from the host for them."""
+    return _gates(branches, torch.device(device or "cpu"), dtype)
+
+
+@functools.cache
+def _gates(branches: tuple[Branch, ...], device: torch.device, dtype: torch.dtype) -> Gates:
     def column(i: int) -> torch.Tensor:
         return torch.tensor([b[i] for b in branches], device=device, dtype=dtype)
 
-    return Gates(audio_self=column(1), audio_other=column(2), anchor=column(3))
+    with torch.inference_mode(False):  # kept tensors: usable in and out of inference mode
+        return Gates(audio_self=column(1), audio_other=column(2), anchor=column(3))
 
 
 @dataclass(frozen=True)

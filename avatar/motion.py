@@ -221,7 +221,7 @@ class MotionGenerator(nn.Module):
             raise InputError(f"anchor_gate must be [{rows}] (one per branch), got {tuple(anchor_gate.shape)}")
         branches = rows // sessions
         x = self.face_embed(past_motion)[:, None].expand(-1, branches, -1, -1).reshape(rows, context, hidden)
-        anchor_hidden = self.anchor_embed(anchor).repeat_interleave(branches, dim=0)[:, None]
+        anchor_hidden = self.anchor_embed(anchor)[:, None].expand(-1, branches, -1).reshape(rows, 1, hidden)
         anchor_hidden = anchor_hidden * anchor_gate.to(fused)[:, None, None]
         for block in self.blocks:
             x = block(x, fused, anchor_hidden)

@@ -79,7 +79,7 @@ def clip_features(model: MotionGenerator, audio_self: np.ndarray, audio_other: n
 
 
 def _noise_getter(
-    noise: NoiseSource | None, seed: int | None, frames: int, face_dim: int
+    noise: NoiseSource | None, seed: int | None, frames: int, face_dim: int, device: torch.device
 ) -> Callable[[int], torch.Tensor]:
     if callable(noise):
         return noise
@@ -88,8 +88,8 @@ def _noise_getter(
         if table.ndim != 2 or table.shape[0] < frames or table.shape[1] != face_dim:
             raise InputError(f"noise must be [frames >= {frames}, {face_dim}], got shape {tuple(table.shape)}")
         return lambda j: table[j]
-    generator = torch.Generator().manual_seed(int(seed) if seed is not None else secrets.randbits(63))
-    return lambda j: torch.randn(face_dim, generator=generator)
+    generator = torch.Generator(device).manual_seed(int(seed) if seed is not None else secrets.randbits(63))
+    return lambda j: torch.randn(face_dim, generator=generator, device=device)
 
 
 @torch.inference_mode()
@@ -125,7 +125,7 @@ def generate(
     m0 = torch.as_tensor(m0).reshape(1, -1).to(device=model.device, dtype=model.dtype)
     if m0.shape[1] != config.face_dim:
         raise InputError(f"m0 must be one motion latent of {config.face_dim} values, got shape {tuple(m0.shape)}")
-    next_noise = _noise_getter(noise, seed, frames, config.face_dim)
+    next_noise = _noise_getter(noise, seed, frames, config.face_dim, model.device)
 
     feats = clip_features(model, audio_self, audio_other)
     branches = cfg.branches

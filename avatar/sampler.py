@@ -9,6 +9,7 @@ batched call of the flow head, combines them (``CfgScales.combine``), and moves 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,14 @@ def euler_step(z: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_nex
     return z + (sigma_next - sigma) * velocity
 
 
+@functools.cache
+def _on_device(steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timesteps and sigmas of ``steps`` on ``device``, made once: a frame copies nothing from the host."""
+    schedule = flow_match_schedule(steps)
+    with torch.inference_mode(False):  # kept tensors: usable in and out of inference mode
+        return schedule.timesteps.to(device), schedule.sigmas.to(device)
+
+
 @dataclass
 class SampleTrace:
     """Per-step internals of one sampled latent (for parity checks and debugging)."""
@@ -99,7 +108,6 @@ def sample_latents(
     then of session 1, …), ``noise`` [N, F] → latents [N, F]. One flow-head call per step covers every session and
     branch; each session's latent is the one it gets alone."""
     cfg = cfg or CfgScales()
-    schedule = flow_match_schedule(steps)
     face_dim = model.config.face_dim
     if c_n.ndim != 2 or c_n.shape[1] != face_dim:
         raise InputError(f"c_n must be [branches, {face_dim}], got {tuple(c_n.shape)}")
@@ -110,13 +118,13 @@ def sample_latents(
     if c_n.shape[0] % sessions:
         raise InputError(f"c_n has {c_n.shape[0]} rows, not a whole number of branches for {sessions} sessions")
     branches = c_n.shape[0] // sessions
-    temb = model.time_embed(schedule.timesteps.to(c_n.device))
-    sigmas = schedule.sigmas.to(c_n.device)
+    timesteps, sigmas = _on_device(steps, c_n.device)
+    temb = model.time_embed(timesteps)
     if trace is not None:
         trace.temb = temb
-    for s in range(schedule.steps):
+    for s in range(steps):
         # one session: its z broadcasts over the branches, as in the official sampler
-        z_rows = z if sessions == 1 else z.repeat_interleave(branches, dim=0)
+        z_rows = z if sessions == 1 else z[:, None].expand(-1, branches, -1).reshape(-1, face_dim)
         x0_branches = model.diffusion_head(z_rows.to(c_n.dtype), c_n, temb[s : s + 1]).float()
         x0 = cfg.combine(x0_branches.view(sessions, branches, face_dim).transpose(0, 1))
         z_in, z = z, euler_step(z, x0, sigmas[s], sigmas[s + 1])

@@ -101,7 +101,7 @@ class StreamFrame:
     timings_ms: Mapping[str, float]  # per stage: audio, transformer, head, render, total
     rung: str  # the quality rung it was made at
     tick: AudioTick  # what the tick played and heard
-    latent: np.ndarray | None = field(default=None, repr=False)  # [512] motion latent
+    latent: torch.Tensor | None = field(default=None, repr=False)  # [512] motion latent, on the model's device
 
 
 _CLOSED = object()
@@ -398,7 +398,7 @@ class AvatarStream:
                 rung = self.governor.update()
                 newest = len(batch) - 1
                 for i, (tick, self_tick, other_tick) in enumerate(batch):
-                    timer = StageTimer(self.core.device)
+                    timer = StageTimer(self.core.device, synchronize=False)  # no wait for the device
                     plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
                     # only a tick that gets a latent encodes its audio, and the ticks since the last one with it
                     self.core.hear(
@@ -445,7 +445,7 @@ class AvatarStream:
                     timings_ms=timings,
                     rung=rung.name,
                     tick=tick,
-                    latent=latent.cpu().numpy(),
+                    latent=latent,
                 )
             except Exception as exc:
                 log.exception("stream render worker failed")

@@ -27,11 +27,14 @@ Frame indices here are timeline frames: 0 … 93 are the silent prefix, frame 94
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from avatar.audio import NORM_EPS, SAMPLES_PER_FRAME, TAIL_PAD, AudioEncoder, normalize_utterance, to_25fps
 from avatar.errors import InputError
+from avatar.stream_cuda import GraphedCall
 from avatar.stream_traced import TracedCall
 
 
@@ -88,12 +91,18 @@ class StreamFeatures:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         trace: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         if left_context_frames < 0:
             raise InputError(f"left context must be >= 0 frames, got {left_context_frames}")
         self.encoder = encoder
-        # every bounded window has the same length: one trace (``avatar.stream_traced``) serves the whole stream
-        self._encoder = TracedCall(encoder, "audio encoder", [encoder], enabled=trace and not full_context)
+        # every bounded window has the same length: one trace (``avatar.stream_traced``) on the CPU, or one CUDA
+        # graph (``avatar.stream_cuda``), serves the whole stream
+        self._encoder: Callable[[torch.Tensor], torch.Tensor] = TracedCall(
+            encoder, "audio encoder", [encoder], enabled=trace and not full_context
+        )
+        if cuda_graphs and torch.device(device).type == "cuda" and not full_context:
+            self._encoder = GraphedCall(encoder, "audio encoder")
         self.prefix_frames = prefix_frames
         self.left_context_frames = left_context_frames
         self.full_context = full_context
@@ -216,8 +225,10 @@ class StreamFeatures:
 
     def _encode(self, normalized: np.ndarray) -> torch.Tensor:
         """Encoder input (normalised window + 80 zeros) → 50 Hz features [L, A]."""
-        values = np.concatenate([normalized, np.zeros(TAIL_PAD, dtype=np.float32)])
-        tensor = torch.from_numpy(values)[None].to(device=self.device, dtype=self.dtype)
+        values = torch.from_numpy(np.concatenate([normalized, np.zeros(TAIL_PAD, dtype=np.float32)]))[None]
+        if self.device.type == "cuda":  # from pinned memory the upload is queued, not waited for
+            values = values.pin_memory()
+        tensor = values.to(device=self.device, dtype=self.dtype, non_blocking=True)
         self.encodes += 1
         return self._encoder(tensor)[0]
 

@@ -129,5 +129,6 @@ class SessionBatch:
             return self._calls[key]
         stage = key[:-1]  # the session count is part of the input shapes a trace is kept for
         if stage not in self._calls:
-            self._calls[stage] = TracedCall(fn, " ".join(map(str, stage)), modules, enabled=self.trace)
+            traced = self.trace and device.type == "cpu"
+            self._calls[stage] = TracedCall(fn, " ".join(map(str, stage)), modules, enabled=traced)
         return self._calls[stage]

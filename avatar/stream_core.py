@@ -35,7 +35,7 @@ from avatar.cfg import ALL_BRANCH, CfgScales, NoGuidance, branch_gates
 from avatar.errors import InputError
 from avatar.motion import MotionGenerator
 from avatar.precision import Precision
-from avatar.renderer import Renderer, to_uint8
+from avatar.renderer import Renderer, frames_to_uint8
 from avatar.sampler import check_steps, sample_latent
 from avatar.stream_audio import StreamFeatures
 from avatar.stream_cuda import GraphedCall, RenderStream
@@ -46,25 +46,28 @@ STAGES = ("audio", "transformer", "head", "render", "total")
 NoiseFn = Callable[[int], torch.Tensor]
 
 
-def seeded_noise(seed: int | None, face_dim: int) -> NoiseFn:
-    """Start latents of frames 0, 1, … drawn in order from one generator: the draws of ``offline.generate(seed)``
-    (frame j always gets draw j, also when frames before it were skipped)."""
-    generator = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.seed()))
+def seeded_noise(seed: int | None, face_dim: int, device: torch.device | str = "cpu") -> NoiseFn:
+    """Start latents of frames 0, 1, … drawn in order from one generator on ``device`` (no copy from the host): the
+    draws of ``offline.generate(seed)`` on that device (frame j always gets draw j, also when frames before it were
+    skipped)."""
+    generator = torch.Generator(device).manual_seed(int(seed) if seed is not None else int(torch.seed()))
     drawn = [0]  # frames drawn so far: a frame that is not generated still takes its draw
 
     def draw(j: int) -> torch.Tensor:
         while drawn[0] < j:
-            torch.randn(face_dim, generator=generator)
+            torch.randn(face_dim, generator=generator, device=device)
             drawn[0] += 1
         drawn[0] += 1
-        return torch.randn(face_dim, generator=generator)
+        return torch.randn(face_dim, generator=generator, device=device)
 
     return draw
 
 
-def table_noise(table: np.ndarray | torch.Tensor) -> NoiseFn:
-    """Start latents from a table: row j for frame j (e.g. the parity set's recorded noise)."""
-    rows = torch.as_tensor(np.asarray(table, dtype=np.float32))
+def table_noise(table: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> NoiseFn:
+    """Start latents from a table: row j for frame j (e.g. the parity set's recorded noise), kept on ``device``
+    (default: where the table is)."""
+    rows = table if torch.is_tensor(table) else torch.as_tensor(np.asarray(table, dtype=np.float32))
+    rows = rows.to(device=device, dtype=torch.float32) if device is not None else rows.float()
     return lambda j: rows[j]
 
 
@@ -74,15 +77,6 @@ class StepResult:
     latent: torch.Tensor  # [F] float32 motion latent
     rgb: np.ndarray | None  # [S, S, 3] uint8 (None when rendering is off)
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-class _HeadOnGraph:
-    """What ``sample_latent`` reads of the model, with the flow head replayed from a CUDA graph."""
-
-    def __init__(self, model: MotionGenerator, head: GraphedCall) -> None:
-        self.config = model.config
-        self.time_embed = model.time_embed
-        self.diffusion_head = head
 
 
 class StreamCore:
@@ -134,7 +128,7 @@ class StreamCore:
         if self.m0.shape[1] != face:
             raise InputError(f"m0 must be one motion latent of {face} values, got shape {tuple(self.m0.shape)}")
         self.f_app = f_app.to(renderer.device, renderer.dtype) if renderer is not None and f_app is not None else None
-        self.noise = noise or seeded_noise(seed, face)
+        self.noise = noise or seeded_noise(seed, face, self.device)
 
         context, left = self.config.context, int(np.ceil(left_context_ms / 40))
         self.features = {
@@ -146,6 +140,7 @@ class StreamCore:
                 device=self.device,
                 dtype=self.dtype,
                 trace=trace and self.device.type == "cpu",
+                cuda_graphs=cuda_graphs,
             )
             for name, encoder in (("self", motion.audio_encoder_face), ("other", motion.audio_encoder_face_other))
         }
@@ -166,15 +161,15 @@ class StreamCore:
         self._condition: Any = GraphedCall(motion.condition, "transformer", enabled=on_cuda)
         if self._trace:
             self._condition = TracedCall(motion.condition, "transformer", [motion])
-        self._sampler_model: Any = _HeadOnGraph(motion, GraphedCall(motion.diffusion_head, "flow head", on_cuda))
-        if not on_cuda:
-            self._sampler_model = motion
+        self._cuda_graphs = on_cuda
         self._samplers: dict[tuple[int, bool], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
         self._render_stream = RenderStream(renderer.device) if renderer is not None else None
         self._render_call: Callable[..., torch.Tensor] | None = None
         if renderer is not None:
             traced = self._trace and isinstance(renderer, torch.nn.Module)
             self._render_call = TracedCall(renderer.render, "renderer", [renderer] if traced else [], enabled=traced)
+            if on_cuda:
+                self._render_call = GraphedCall(renderer.render, "renderer")
 
     @torch.inference_mode()
     def step(
@@ -282,13 +277,18 @@ class StreamCore:
     def _sampler(self, steps: int, guidance: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         key = (steps, guidance)
         if key not in self._samplers:
-            model, cfg = self._sampler_model, self.cfg if guidance else NoGuidance()
+            motion, cfg = self.motion, self.cfg if guidance else NoGuidance()
 
             def sample(c_n: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-                return sample_latent(model, c_n, noise, steps, cfg)
+                return sample_latent(motion, c_n, noise, steps, cfg)
 
+            # the whole sampler (every step, the guidance, the Euler updates) as one trace or one CUDA graph
             name = f"sampler ({steps} steps, {'guided' if guidance else 'unguided'})"
-            self._samplers[key] = TracedCall(sample, name, [self.motion]) if self._trace else sample
+            self._samplers[key] = sample
+            if self._trace:
+                self._samplers[key] = TracedCall(sample, name, [self.motion])
+            elif self._cuda_graphs:
+                self._samplers[key] = GraphedCall(sample, name)
         return self._samplers[key]
 
     @torch.inference_mode()
@@ -339,8 +339,8 @@ class StreamCore:
         assert render is not None and self._render_stream is not None
         target = latent.reshape(1, -1)
         with self.precision.autocast():
-            frame = self._render_stream.run(lambda: render(source, target, f_app))
-        return to_uint8(frame)[0]
+            frame = self._render_stream.run(lambda: frames_to_uint8(render(source, target, f_app)))
+        return frame.cpu().numpy()[0]  # already on the host: no copy
 
     def render_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The flow source [1, F] and the appearance volume [1, …] this session's frames are rendered from."""
@@ -423,11 +423,14 @@ def _frame(audio: np.ndarray, name: str) -> np.ndarray:
 
 
 class StageTimer:
-    """Per-stage wall times in ms. On CUDA the calling thread's stream is synchronised at each boundary (not the
-    device: the renderer's stream keeps running), so the stages are measured, not just queued."""
+    """Per-stage wall times in ms. On CUDA with ``synchronize`` (profiling: ``step``, the benchmarks) the calling
+    thread's stream is synchronised at each boundary (not the device: the renderer's stream keeps running), so the
+    stages are measured, not just queued. The live engine times without it: its motion thread never waits for the
+    device, its laps are the time to queue each stage, and the render, which waits for the finished frame, carries
+    the device's time."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
+    def __init__(self, device: torch.device, synchronize: bool = True) -> None:
+        self.cuda = device.type == "cuda" and synchronize
         self.start = self.last = time.perf_counter()
         self.laps: dict[str, float] = {}
 

@@ -62,10 +62,12 @@ class GraphedCall:
 
 
 class RenderStream:
-    """Runs the renderer on its own CUDA stream (after the motion step's work), then hands back a CPU tensor."""
+    """Runs the renderer on its own CUDA stream (after the motion step's work), then hands back a host tensor: the
+    finished frame, copied into pinned memory without blocking; waiting for that copy is the step's only wait."""
 
     def __init__(self, device: torch.device) -> None:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._host: torch.Tensor | None = None  # pinned, reused: each frame is cloned out of it
 
     def run(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         if self.stream is None:
@@ -73,5 +75,8 @@ class RenderStream:
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
             out = fn()
-            host = out.to("cpu", non_blocking=False)
-        return host
+            if self._host is None or self._host.shape != out.shape or self._host.dtype != out.dtype:
+                self._host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            self._host.copy_(out, non_blocking=True)
+        self.stream.synchronize()
+        return self._host.clone()

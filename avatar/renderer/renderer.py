@@ -107,9 +107,15 @@ class Renderer(nn.Module):
         return source.to(device, dtype), target.to(device, dtype), f_app.to(device, dtype)
 
 
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """Frames [B,3,S,S] in [-1,1] -> [B,S,S,3] uint8 RGB, by truncation as the official code does."""
+def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Frames [B,3,S,S] in [-1,1] -> [B,S,S,3] uint8 RGB on their own device, by truncation as the official code
+    does (so that only the uint8 frame, a quarter of the float one, crosses to the host)."""
     if frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames have shape {tuple(frames.shape)}; expected [B,3,H,W]")
-    x = frames.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
-    return np.clip((x + 1) / 2 * 255, 0, 255).astype(np.uint8)
+    x = frames.detach().float().permute(0, 2, 3, 1)
+    return ((x + 1) / 2 * 255).clamp(0, 255).to(torch.uint8)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames [B,3,S,S] in [-1,1] -> [B,S,S,3] uint8 RGB on the host (``frames_to_uint8``, then copied)."""
+    return frames_to_uint8(frames).cpu().numpy()

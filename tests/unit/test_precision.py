@@ -8,23 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
 from avatar.motion import MotionGenerator
 from avatar.precision import Precision
-from avatar.renderer import Renderer, RendererConfig, random_renderer
+from avatar.renderer import Renderer
 from avatar.stream_core import StepResult, StreamCore
-
-
-@pytest.fixture(scope="module")
-def motion() -> MotionGenerator:
-    return random_motion_generator(MotionConfig.tiny(), seed=5)
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return random_renderer(RendererConfig.tiny(), seed=2)
 
 
 def _run(motion: MotionGenerator, renderer: Renderer, precision: str, trace: bool = True) -> list[StepResult]:

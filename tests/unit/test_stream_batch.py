@@ -12,7 +12,7 @@ from avatar.checkpoints import random_motion_generator
 from avatar.config import MotionConfig
 from avatar.errors import InputError
 from avatar.motion import MotionGenerator
-from avatar.renderer import Renderer, RendererConfig, random_renderer
+from avatar.renderer import Renderer
 from avatar.stream_batch import SessionBatch, group_by_rung
 from avatar.stream_core import StreamCore
 from avatar.stream_ladder import ladder
@@ -21,16 +21,6 @@ TICKS = 8
 PARITY = 1e-5
 FRAME_REL = 5e-5  # of a frame's L2 norm
 FRAME_ABS = 1e-4  # of a frame in [-1, 1]: 1/80 of a uint8 level
-
-
-@pytest.fixture(scope="module")
-def motion() -> MotionGenerator:
-    return random_motion_generator(MotionConfig.tiny(), seed=5)
-
-
-@pytest.fixture(scope="module")
-def renderer() -> Renderer:
-    return random_renderer(RendererConfig.tiny(), seed=2)
 
 
 @dataclass

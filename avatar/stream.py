@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -51,7 +52,6 @@ from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer
 from avatar.stream_clock import FrameClock
 from avatar.stream_core import STAGES, StageTimer, StreamCore
-from avatar.stream_device import DeviceEngine
 from avatar.stream_keyframes import FORESIGHT, Keyframes
 from avatar.stream_ladder import QualityGovernor, ladder, rung_index
 from avatar.stream_queues import (
@@ -62,7 +62,6 @@ from avatar.stream_queues import (
     ms_to_samples,
     to_int16,
 )
-from avatar.thread_priority import lower_priority
 from config.settings import ModelSettings, StreamSettings
 
 log = logging.getLogger(__name__)
@@ -169,13 +168,8 @@ class AvatarStream:
         stream: StreamSettings,
         model: ModelSettings,
         noise_seed: int | None = None,
-        engine: DeviceEngine | None = None,
     ) -> None:
-        """``engine``: step this conversation's motion and renders together with the other members of a
-        ``DeviceEngine`` (the same models) instead of on its own."""
         self.settings = stream
-        self._engine = engine
-        self._joined = False
         self.fps = float(stream.fps)
         self.core = StreamCore(
             motion,
@@ -239,13 +233,10 @@ class AvatarStream:
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(self.settings.torch_threads)
         # in a thread at the render thread's priority, so that the measured costs are what the model threads get
-        with ThreadPoolExecutor(1, "dystream-warm-up", lower_priority, (self.settings.worker_nice,)) as warm_up:
+        with ThreadPoolExecutor(1, "dystream-warm-up", _lower_priority, (self.settings.worker_nice,)) as warm_up:
             await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
             costs = await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
         self.governor.start_at(costs, 1000.0 / self.fps)
-        if self._engine is not None:
-            self._engine.join()
-            self._joined = True
         self._threads = [
             threading.Thread(target=self._run_motion, name="dystream-motion", daemon=True),
             threading.Thread(target=self._run_render, name="dystream-render", daemon=True),
@@ -278,9 +269,6 @@ class AvatarStream:
         threads, self._threads = self._threads, []
         for thread in threads:
             await asyncio.to_thread(thread.join)
-        if self._engine is not None and self._joined:
-            self._engine.leave()
-            self._joined = False
         if self._out is not None:
             self._out.put_nowait(_CLOSED)
         if self._threads_before is not None:
@@ -369,7 +357,7 @@ class AvatarStream:
     # -- the clock (on the loop): the timeline, audio first
 
     async def _run_clock(self) -> None:
-        self._clock.start(self._engine.next_tick_at(time.perf_counter()) if self._engine is not None else None)
+        self._clock.start()
         k = 0
         while not self._stop.is_set():
             delay = self._clock.delay(k)
@@ -402,7 +390,7 @@ class AvatarStream:
 
     def _run_motion(self) -> None:
         torch.set_grad_enabled(False)
-        lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
+        _lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
         keyframes = Keyframes()
         try:
             while (batch := self._inbox.take_all()) is not None:
@@ -424,12 +412,7 @@ class AvatarStream:
                     if not plan.generate:
                         self.core.skip()
                         continue
-                    if self._engine is not None:  # the batch's transformer and head, timed as one stage
-                        latent = self._engine.generate(self.core, rung)
-                        timer.lap("transformer")
-                        timer.lap("head")
-                    else:
-                        latent = self.core.generate(rung, timer)
+                    latent = self.core.generate(rung, timer)
                     self._generated += 1
                     if plan.render:
                         replaced = self._mailbox.put((tick, latent, rung, timer.done()))
@@ -445,13 +428,13 @@ class AvatarStream:
 
     def _run_render(self) -> None:
         torch.set_grad_enabled(False)
-        lower_priority(self.settings.worker_nice)
+        _lower_priority(self.settings.worker_nice)
         last_summary = time.perf_counter()
         while (items := self._mailbox.take_all()) is not None:
             tick, latent, rung, timings = items[-1]
             try:
                 started = time.perf_counter()
-                rgb = self._engine.render(self.core, latent) if self._engine is not None else self.core.render(latent)
+                rgb = self.core.render(latent)
                 render_s = time.perf_counter() - started
                 self.governor.report("render", render_s)
                 timings = {**timings, "render": render_s * 1000, "total": timings["total"] + render_s * 1000}
@@ -518,6 +501,17 @@ class AvatarStream:
         stages = tuple(f"{stage}_ms_{q}" for stage in STAGES for q in ("p50", "p95"))
         keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", *stages, "late_ticks")
         return {key: round(stats[key], 2) if isinstance(stats.get(key), float) else stats.get(key) for key in keys}
+
+
+def _lower_priority(nice: int) -> None:
+    """Run the calling thread ``nice`` steps below the process (Linux: a thread's nice value is its own). The audio
+    and the publishing run on the event loop and LiveKit's threads: when the CPU is short, they come first and the
+    model takes what is left, which the quality ladder adapts to."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
 
 
 def _tensor(value: Any) -> torch.Tensor:

@@ -28,9 +28,8 @@ class FrameClock:
         self.reanchors = 0
         self.late_ticks = 0
 
-    def start(self, at: float | None = None) -> None:
-        """Tick 0 is due now, or at ``at`` (a time of ``now``'s clock: another clock's grid to tick on)."""
-        self.t0 = self.now() if at is None else at
+    def start(self) -> None:
+        self.t0 = self.now()
 
     def due(self, k: int) -> float:
         return self.t0 + k * self.period

@@ -10,9 +10,6 @@ the dyadic sample; speed does not depend on the weights. Per model size (``--siz
   frame) stepped as one batch per stage (``avatar.stream_batch``) and one by one (each ``StreamCore`` alone, as
   the engine does today), alternating tick by tick in one run: per-tick ms (p50), frames per second in total
   (sessions / p50 tick), and ``ratio`` = batched / one by one.
-- ``live`` (tiny): ``--live-sessions`` real-time conversations in one process for ``--live-seconds``, each stepped
-  by itself, then all through one ``DeviceEngine`` (``avatar.stream_device``): each one's audio ticks and pictures
-  per second, its replies' stretch and largest hole, and the engine's batch sizes.
 - ``precision``: for fp32, tf32, bf16 (``model.precision``), the per-stage ms (p50) of ``StreamCore.step`` and the
   deviation from fp32: per stage on fp32's own inputs (transformer: its condition c_n; head: the latent from fp32's
   c_n and noise; render: the frame from fp32's latent), and end to end over the frames (each precision stepping
@@ -22,12 +19,10 @@ the dyadic sample; speed does not depend on the weights. Per model size (``--siz
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -46,11 +41,10 @@ from avatar.renderer import to_uint8
 from avatar.sampler import sample_latent
 from avatar.stream_batch import SessionBatch
 from avatar.stream_core import STAGES, StreamCore, table_noise
-from avatar.stream_device import DeviceEngine
 from avatar.stream_ladder import ladder
 from bench.results_file import write_json_atomic
-from bench.stream import Models, build, machine, read_wav_16k, sessions
-from config.settings import ModelSettings, StreamSettings, get_settings
+from bench.stream import Models, build, machine, read_wav_16k
+from config.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -178,37 +172,6 @@ def _tick_one_by_one(talks: list[Conversation], cores: list[StreamCore], tick: i
         core.render(core.generate(ladder(5)[0]))
 
 
-def live(models: Models, audio: tuple[np.ndarray, np.ndarray], count: int, seconds: float) -> dict[str, Any]:
-    """``count`` real-time conversations in one process (``bench.stream``'s run: live user audio, replies), each
-    stepped by itself, then all stepped together by one ``DeviceEngine``: per conversation the audio ticks and the
-    pictures per second, the replies' stretch; with the engine, how many conversations each batch held."""
-    model, stream = ModelSettings(), StreamSettings()
-    out: dict[str, Any] = {"sessions": count, "seconds": seconds}
-    for name in ("each_alone", "device_engine"):
-        engine = None
-        if name == "device_engine":
-            batch = SessionBatch(models.motion, models.renderer, CfgScales.from_settings(model), model.precision)
-            nice = stream.worker_nice
-            engine = DeviceEngine(batch, render_nice=nice, motion_nice=nice + stream.motion_extra_nice)
-        try:
-            run = asyncio.run(sessions(models, audio, seconds, 1, count, engine))
-        finally:
-            if engine is not None:
-                engine.close()
-        out[name] = {
-            "tick_fps": [each["tick_fps"] for each in run["each"]],
-            "unique_fps": [each["unique_fps"] for each in run["each"]],
-            "voice_stretch": [each["voice"]["stretch"] for each in run["each"]],
-            "voice_largest_hole_ms": [each["voice"]["largest_hole_ms"] for each in run["each"]],
-            "rungs_used": [each["rungs_used"] for each in run["each"]],
-        }
-        if engine is not None:
-            out[name]["batch_sizes"] = {
-                stage: dict(sorted(Counter(sizes).items())) for stage, sizes in engine.batch_sizes.items()
-            }
-    return out
-
-
 def _closeness(reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
     """Latent rows [N, F]: the smallest cosine and the relative L2 of the whole."""
     cosine = torch.nn.functional.cosine_similarity(reference.float(), other.float(), dim=-1).min()
@@ -285,8 +248,6 @@ def main(argv: list[str] | None = None, *, out: Path = RESULTS, prog: str = "pyt
     parser.add_argument("--sessions", type=int, action="append", help="session counts of the sweep (1, 2, 4)")
     parser.add_argument("--ticks", type=int, default=None, help="ticks timed per count (tiny 40, full 3)")
     parser.add_argument("--frames", type=int, default=None, help="frames of the precision sweep (tiny 40, full 4)")
-    parser.add_argument("--live-sessions", type=int, default=3, help="conversations of the real-time run (tiny)")
-    parser.add_argument("--live-seconds", type=float, default=12.0, help="seconds of that run, each way")
     parser.add_argument("--out", type=Path, default=out, help=f"the JSON written (default {out})")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -305,10 +266,8 @@ def main(argv: list[str] | None = None, *, out: Path = RESULTS, prog: str = "pyt
             "flops": flops(models, audio),
             "sessions": sessions_sweep(models, audio, args.sessions or [1, 2, 4], ticks, device),
             "precision": precision_sweep(models, audio, frames),
+            "bench_seconds": round(time.perf_counter() - began, 1),
         }
-        if size == "tiny":  # the full size on a CPU is far from real time: nothing to watch live
-            result[size]["live"] = live(models, audio, args.live_sessions, args.live_seconds)
-        result[size]["bench_seconds"] = round(time.perf_counter() - began, 1)
         write_json_atomic(result, args.out)
     print(json.dumps(result, indent=2))
     return 0

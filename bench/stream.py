@@ -56,7 +56,6 @@ from avatar.renderer import Renderer, RendererConfig, random_renderer, to_uint8
 from avatar.sampler import sample_latent
 from avatar.stream import AudioTick, AvatarStream, StreamFrame
 from avatar.stream_core import STAGES, StreamCore, table_noise
-from avatar.stream_device import DeviceEngine
 from avatar.stream_ladder import ladder
 from bench.results_file import write_json_atomic
 from config.settings import AvatarSettings, ModelSettings, StreamSettings, get_settings
@@ -292,16 +291,10 @@ def _has_click(audio: np.ndarray) -> bool:
 
 
 async def realtime(
-    models: Models,
-    audio: tuple[np.ndarray, np.ndarray],
-    seconds: float,
-    threads: int,
-    render_s: float | None = None,
-    device_engine: DeviceEngine | None = None,
+    models: Models, audio: tuple[np.ndarray, np.ndarray], seconds: float, threads: int, render_s: float | None = None
 ) -> dict:
     """Run ``AvatarStream`` at wall-clock speed, user audio live, agent replies as segments; measure it. With
     ``render_s``, every rendered picture takes at least that long (``HeldRenderer``: the engine held below real time).
-    With ``device_engine``, the stream is stepped together with the engine's other members.
     """
     settings = StreamSettings(torch_threads=threads)
     rng = np.random.default_rng(0)
@@ -311,9 +304,7 @@ async def realtime(
     reply[: CLICK.size] = CLICK
 
     renderer = models.renderer if render_s is None else HeldRenderer(models.renderer, render_s)
-    engine = AvatarStream(
-        models.motion, renderer, models, stream=settings, model=ModelSettings(), noise_seed=0, engine=device_engine
-    )
+    engine = AvatarStream(models.motion, renderer, models, stream=settings, model=ModelSettings(), noise_seed=0)
     await engine.start()
     chunk = 160  # 10 ms, as LiveKit delivers audio
     pushed_at: dict[int, float] = {}  # click sample → push time of its chunk
@@ -396,18 +387,11 @@ async def realtime(
 
 
 async def sessions(
-    models: Models,
-    audio: tuple[np.ndarray, np.ndarray],
-    seconds: float,
-    threads: int,
-    count: int,
-    device_engine: DeviceEngine | None = None,
+    models: Models, audio: tuple[np.ndarray, np.ndarray], seconds: float, threads: int, count: int
 ) -> dict[str, Any]:
-    """``count`` conversations at once in one process (each its own engine on the shared cores, or all stepped
-    together by ``device_engine``): each one's voice, published video and rungs."""
-    runs = await asyncio.gather(
-        *(realtime(models, audio, seconds, threads, device_engine=device_engine) for _ in range(count))
-    )
+    """``count`` conversations at once in one process (each its own engine on the shared cores): each one's voice,
+    published video and rungs."""
+    runs = await asyncio.gather(*(realtime(models, audio, seconds, threads) for _ in range(count)))
     keys = ("tick_fps", "unique_fps", "voice", "rungs_used", "rung_changes")
     return {
         "count": count,

@@ -1,4 +1,5 @@
-"""The numeric precision of the model's hot path (``model.precision``; README, "Precision").
+"""The numeric precision of the model's hot path (``model.precision``; README, "Many avatars on one
+device, and precision").
 
 - ``fp32``: float32 everywhere, TF32 off: the parity reference.
 - ``tf32``: float32 tensors, with CUDA's TF32 matmuls and convolutions (the same as ``fp32`` off CUDA).

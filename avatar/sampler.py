@@ -90,7 +90,7 @@ def sample_latent(
 
     ``noise`` [1, F] (or [F]) is the start latent at σ = 1. ``c_n`` rows follow ``cfg.branches`` (5 rows are also
     accepted when the anchor branch is skipped). Of ``model`` only ``config.face_dim``, ``time_embed`` and
-    ``diffusion_head`` are used, so a stand-in with those (e.g. a CUDA-graphed head) works too.
+    ``diffusion_head`` are used, so a stand-in with those works too.
     """
     return sample_latents(model, c_n, noise.reshape(1, -1), steps, cfg, trace)[0]
 

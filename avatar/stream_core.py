@@ -320,8 +320,8 @@ class StreamCore:
         if self._render_call is not None and self._render_stream is not None and self.f_app is not None:
             render, f_app, target = self._render_call, self.f_app, latent.reshape(1, -1).float()
             started = time.perf_counter()
-            with self.precision.autocast():
-                self._render_stream.run(lambda: render(target, target, f_app))  # returns a host copy: finished
+            with self.precision.autocast():  # as a live frame: uint8 on the device, then the host copy
+                self._render_stream.run(lambda: frames_to_uint8(render(target, target, f_app)))
             render_ms = self._ms_since(started)
         return StageCosts(audio_ms, sampler_ms, render_ms)
 

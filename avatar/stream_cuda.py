@@ -1,8 +1,9 @@
 """CUDA fast paths of the streaming step: CUDA graphs for fixed-shape calls, a render stream.
 
 Everything here is a no-op off CUDA. A CUDA graph is captured once for a callable whose input shapes never change
-(the transformer window, one flow-head step); any failure to capture, or a call with other shapes, falls back to
-running the callable eagerly, so the output is always that of the plain module.
+(an audio encoder window, the transformer window, a whole sampler, the renderer); any failure to capture, or a
+call with other shapes, falls back to running the callable eagerly, so the output is always that of the plain
+module.
 """
 
 from __future__ import annotations

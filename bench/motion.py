@@ -25,6 +25,7 @@ from avatar.audio import SAMPLES_PER_FRAME, input_values, to_25fps
 from avatar.cfg import CfgScales, branch_gates
 from avatar.checkpoints import random_motion_generator
 from avatar.config import MotionConfig
+from avatar.precision import Precision
 from avatar.sampler import sample_latent
 from bench.results_file import write_json_atomic
 
@@ -45,9 +46,7 @@ def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, objec
 def run(frames: int, device_name: str, steps: int, dtype_name: str, warmup: int, repeats: int) -> dict:
     device = torch.device(device_name)
     dtype = getattr(torch, dtype_name)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    Precision("tf32", device)  # TF32 matmuls on CUDA; nothing elsewhere
     config = MotionConfig()
     build_ms, model = _timed(lambda: random_motion_generator(config, seed=0, device=device, dtype=dtype), device)
     cfg = CfgScales()

@@ -40,10 +40,10 @@ from avatar.precision import PRECISIONS, Precision
 from avatar.renderer import to_uint8
 from avatar.sampler import sample_latent
 from avatar.stream_batch import SessionBatch
-from avatar.stream_core import STAGES, StreamCore, table_noise
+from avatar.stream_core import StreamCore, table_noise
 from avatar.stream_ladder import ladder
 from bench.results_file import write_json_atomic
-from bench.stream import Models, build, machine, read_wav_16k
+from bench.stream import Models, build, machine, percentiles, read_wav_16k, stage_stats
 from config.settings import get_settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.json"
@@ -97,10 +97,6 @@ def _ms(fn: Callable[[], Any], device: torch.device) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _p50(values: list[float]) -> float:
-    return round(float(np.percentile(values, 50)), 2)
-
-
 def flops(models: Models, audio: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Counted FLOPs of one full-quality frame per stage, and the GPU compute floor they set."""
     core = _core(models, 0, trace=False)  # the counter sees the operators of an eager run
@@ -145,7 +141,7 @@ def sessions_sweep(
                 ms = _ms(step, device)
                 if tick:  # the first tick fills the audio windows of every session
                     times[name].append(ms)
-        p50 = {name: _p50(values) for name, values in times.items()}
+        p50 = {name: percentiles(values)["p50"] for name, values in times.items()}
         rows.append(
             {
                 "sessions": count,
@@ -205,10 +201,11 @@ def precision_sweep(models: Models, audio: tuple[np.ndarray, np.ndarray], frames
     reference = runs["fp32"]
     out: dict[str, Any] = {}
     for name, run in runs.items():
-        total = _p50([t["total"] for t in run["steps"]])
+        stats = {stage: stat["p50"] for stage, stat in stage_stats(run["steps"]).items()}
+        reference_total = stage_stats(reference["steps"])["total"]["p50"]
         out[name] = {
-            "step_ms_p50": {stage: _p50([t[stage] for t in run["steps"]]) for stage in STAGES},
-            "speedup_vs_fp32": round(_p50([t["total"] for t in reference["steps"]]) / total, 3),
+            "step_ms_p50": stats,
+            "speedup_vs_fp32": round(reference_total / stats["total"], 3),
             "per_stage_vs_fp32": _stage_deviation(models, reference, Precision(name, models.m0.device)),
             "end_to_end_vs_fp32": {
                 "latent": _closeness(torch.stack(reference["latents"]), torch.stack(run["latents"])),

@@ -74,14 +74,14 @@ class Models:
     f_app: torch.Tensor
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     p50, p95, p99 = np.percentile(v, [50, 95, 99])
     return {"p50": round(p50, 2), "p95": round(p95, 2), "p99": round(p99, 2), "mean": round(v.mean(), 2), "n": v.size}
 
 
-def _stage_stats(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {stage: _percentiles([t[stage] for t in timings]) for stage in STAGES}
+def stage_stats(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {stage: percentiles([t[stage] for t in timings]) for stage in STAGES}
 
 
 def _peak_rss_mb() -> float:
@@ -370,14 +370,14 @@ async def realtime(
         "published": _published(ticks, pictures),
         "rungs_used": rungs,
         "rung_changes": stats["rung_changes"],
-        "latency_ms": {"self": _percentiles(self_latency), "other": _percentiles(other_latency)},
+        "latency_ms": {"self": percentiles(self_latency), "other": percentiles(other_latency)},
         "lookahead_ms": {"self": settings.lookahead_self_ms, "other": settings.lookahead_other_ms},
         "algorithmic_latency_ms": {
-            "self": round(settings.lookahead_self_ms + _percentiles([t["total"] for t in timings])["p50"], 1),
-            "other": round(settings.lookahead_other_ms + _percentiles([t["total"] for t in timings])["p50"], 1),
+            "self": round(settings.lookahead_self_ms + percentiles([t["total"] for t in timings])["p50"], 1),
+            "other": round(settings.lookahead_other_ms + percentiles([t["total"] for t in timings])["p50"], 1),
         },
-        "realtime_per_frame_ms": _stage_stats(timings),
-        "other_lag_ms": _percentiles([t.other_lag_ms for t in steady_ticks]),
+        "realtime_per_frame_ms": stage_stats(timings),
+        "other_lag_ms": percentiles([t.other_lag_ms for t in steady_ticks]),
         "engine": {
             k: stats[k]
             for k in ("latents_not_rendered", "late_ticks", "clock_reanchors", "other_inserted_ms", "other_dropped_ms")
@@ -447,8 +447,8 @@ def _published(ticks: list[AudioTick], pictures: list[StreamFrame]) -> dict[str,
         "shown": slots.shown,
         "repeated": slots.repeated,
         "dropped": slots.dropped,
-        "av_offset_ms": _percentiles(onset_lags) if onset_lags else {},
-        "shown_tick_lag_ms": {"p50": _percentiles(lags)["p50"], "p95": _percentiles(np.abs(lags).tolist())["p95"]},
+        "av_offset_ms": percentiles(onset_lags) if onset_lags else {},
+        "shown_tick_lag_ms": {"p50": percentiles(lags)["p50"], "p95": percentiles(np.abs(lags).tolist())["p95"]},
     }
 
 
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         result["tiny"]["sessions"] = together
         threads = torch.get_num_threads()
         torch.set_num_threads(args.tiny_threads)
-        result["tiny"]["per_frame_ms"] = _stage_stats(step_timings(tiny, audio, args.tiny_frames))
+        result["tiny"]["per_frame_ms"] = stage_stats(step_timings(tiny, audio, args.tiny_frames))
         result["tiny"]["ladder"] = ladder_costs(tiny, audio, args.ladder_frames)
         torch.set_num_threads(threads)
         sweep = ((0, 0, 2000), (200, 200, 8000))
@@ -593,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         both_speak = int(2.0 * 16000)  # from 2.0 s the sample has speech in both streams: no silent-window shortcut
         timed = (audio[0][both_speak:], audio[1][both_speak:])
         ours, naive = interleaved_timings(full, timed, args.full_frames)
-        ours_stats, naive_stats = _stage_stats(ours), _stage_stats(naive)
+        ours_stats, naive_stats = stage_stats(ours), stage_stats(naive)
 
         def motion_ms(stats: dict) -> float:
             return sum(stats[s]["p50"] for s in ("audio", "transformer", "head"))

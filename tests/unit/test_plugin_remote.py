@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import wave
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -240,42 +241,39 @@ async def test_the_agent_names_the_user_its_session_listens_to_and_the_avatar_re
     assert remote.linked_user_of(avatar_room, "agent-1") == "bob"
 
 
-async def test_a_failed_write_of_the_linked_user_is_tried_again() -> None:
+async def _shared_after_a_first_write_that(fails: Callable[[], Awaitable[None]]) -> list[dict[str, str]]:
+    """Every write ``share_linked_user`` made, when its first one ``fails`` and the next succeeds."""
     room = FakeRoom(local_identity="agent-1")
     write = room.local_participant.set_attributes
     attempts: list[dict[str, str]] = []
     named = asyncio.Event()
 
-    async def reconnecting_once(attributes: dict[str, str]) -> None:
+    async def failing_once(attributes: dict[str, str]) -> None:
         attempts.append(attributes)
         if len(attempts) == 1:
-            raise RuntimeError("engine is not connected")
+            await fails()
         await write(attributes)
         named.set()
 
-    room.local_participant.set_attributes = reconnecting_once
+    room.local_participant.set_attributes = failing_once
     sharing = asyncio.create_task(remote.share_linked_user(room, lambda: "alice", interval_s=0.0))
     await asyncio.wait_for(named.wait(), 5.0)
     sharing.cancel()
-    assert len(attempts) == 2 and room.local_participant.attributes[remote.LINKED_USER_ATTRIBUTE] == "alice"
+    assert room.local_participant.attributes[remote.LINKED_USER_ATTRIBUTE] == "alice"
+    return attempts
+
+
+async def test_a_failed_write_of_the_linked_user_is_tried_again() -> None:
+    async def reconnecting() -> None:
+        raise RuntimeError("engine is not connected")
+
+    assert len(await _shared_after_a_first_write_that(reconnecting)) == 2
 
 
 async def test_a_write_of_the_linked_user_the_server_never_acknowledges_is_tried_again(monkeypatch) -> None:
     monkeypatch.setattr(state_attribute, "WRITE_TIMEOUT_S", 0.01)
-    room = FakeRoom(local_identity="agent-1")
-    write = room.local_participant.set_attributes
-    attempts: list[dict[str, str]] = []
-    named = asyncio.Event()
 
-    async def lost_once(attributes: dict[str, str]) -> None:
-        attempts.append(attributes)
-        if len(attempts) == 1:
-            await asyncio.Event().wait()  # never answered
-        await write(attributes)
-        named.set()
+    async def never_answered() -> None:
+        await asyncio.Event().wait()
 
-    room.local_participant.set_attributes = lost_once
-    sharing = asyncio.create_task(remote.share_linked_user(room, lambda: "alice", interval_s=0.0))
-    await asyncio.wait_for(named.wait(), 5.0)
-    sharing.cancel()
-    assert len(attempts) == 2 and room.local_participant.attributes[remote.LINKED_USER_ATTRIBUTE] == "alice"
+    assert len(await _shared_after_a_first_write_that(never_answered)) == 2

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from livekit.plugins.dystream import DyStreamException
+
     from agent.errors import UserError
     from avatar.errors import InputError
     from config.log import configure_logging
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (UserError, InputError) as exc:
+    except (UserError, InputError, DyStreamException) as exc:
         print(f"dystream {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,11 +16,12 @@ def exit_on_user_error(command: str) -> Iterator[None]:
     """For code that runs outside ``dystream``'s own ``main`` (a module livekit-agents imports): a setting or an input
     the user can fix ends the process as ``dystream`` does, with one line naming it (``command`` says which worker)
     and status 2."""
+    from livekit.plugins.dystream import DyStreamException
+
     from avatar.errors import InputError
-    from config.settings import SettingsError
 
     try:
         yield
-    except (SettingsError, UserError, InputError) as exc:
+    except (DyStreamException, UserError, InputError) as exc:
         print(f"dystream {command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

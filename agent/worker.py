@@ -17,11 +17,12 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, inference
-from livekit.plugins import dystream  # imported here so the worker's forkserver preloads it (and torch)
+from livekit.plugins import dystream  # registered here, so the worker's forkserver preloads it
 from livekit.plugins.dystream.capacity import calibrate_sessions
 
 from agent import pipeline
@@ -92,9 +93,15 @@ def server_options(settings: Settings, *, http_port: int | None = None) -> dict[
         "port": settings.agent.http_port if http_port is None else http_port,
         "initialize_process_timeout": settings.agent.initialize_timeout_s,
         "log_level": settings.log_level.upper(),
+        # the engine (and torch) imported once in the forkserver, not in each job process
+        "preload_modules": ["avatar.stream"],
     }
     if settings.agent.idle_processes is not None:
         options["num_idle_processes"] = settings.agent.idle_processes
+    if settings.agent.prometheus_port is not None:
+        options["prometheus_port"] = settings.agent.prometheus_port
+        # the avatars run in the job processes: each writes its metrics to files here, the endpoint adds them up
+        options["prometheus_multiproc_dir"] = tempfile.mkdtemp(prefix="dystream-prometheus-")
     return options
 
 

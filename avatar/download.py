@@ -1,4 +1,4 @@
-"""Fetching the weights DyStream needs into ``settings.model.checkpoints_dir`` (the ``download-files`` step).
+"""Fetching the weights DyStream needs into ``ModelSettings.checkpoints_dir`` (the ``download-files`` step).
 
 - from the DyStream Hugging Face repo: ``checkpoints/last.ckpt`` (motion generator) and
   ``tools/pretrained_model/epoch=0-step=312000.ckpt`` (LIA renderer);
@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avatar.errors import InputError
-from config.settings import Settings, get_settings
+from avatar.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,9 @@ def download_url(url: str, dest: Path, timeout: float = HTTP_TIMEOUT_S, progress
     return dest
 
 
-def download_files(settings: Settings | None = None, progress: bool = True) -> dict[str, Path]:
-    """Fetch every file the avatar needs; returns name → local path. Files already present are kept."""
-    settings = settings or get_settings()
-    model = settings.model
+def download_files(model: ModelSettings, progress: bool = True) -> dict[str, Path]:
+    """Fetch every file the avatar needs into ``model.checkpoints_dir``; returns name → local path. Files already
+    present are kept."""
     root = Path(model.checkpoints_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     online = not _offline() and hub_reachable()

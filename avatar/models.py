@@ -20,8 +20,8 @@ from avatar.errors import InputError
 from avatar.motion import MotionGenerator
 from avatar.precision import Precision
 from avatar.renderer import Renderer, RendererConfig, load_renderer, random_renderer
+from avatar.settings import ModelSettings
 from avatar.weights_file import GET_WEIGHTS
-from config.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from avatar.weights_file import save_safetensors
 
 if TYPE_CHECKING:
     from avatar.renderer import Renderer
-    from config.settings import ModelSettings
+    from avatar.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

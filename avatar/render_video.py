@@ -26,7 +26,7 @@ from avatar.models import AvatarModels
 from avatar.offline import generate
 from avatar.portrait import PortraitInput, crop_portrait, prepare_portrait
 from avatar.renderer import to_uint8
-from config.settings import ModelSettings
+from avatar.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,8 +50,10 @@ import torch
 from avatar.cfg import CfgScales
 from avatar.motion import MotionGenerator
 from avatar.renderer import Renderer
+from avatar.settings import ModelSettings, StreamSettings
 from avatar.stream_clock import FrameClock
 from avatar.stream_core import STAGES, StageTimer, StreamCore
+from avatar.stream_frames import AudioTick, StreamFrame
 from avatar.stream_keyframes import FORESIGHT, Keyframes
 from avatar.stream_ladder import QualityGovernor, ladder, rung_index
 from avatar.stream_queues import (
@@ -62,7 +64,6 @@ from avatar.stream_queues import (
     ms_to_samples,
     to_int16,
 )
-from config.settings import ModelSettings, StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,33 +76,6 @@ class Portrait(Protocol):
 
     m0: Any  # [1, 512]
     f_app: Any  # appearance volume
-
-
-@dataclass(frozen=True)
-class AudioTick:
-    """One 40 ms tick of the timeline, handed out when it is due."""
-
-    index: int  # tick number since start(); media time = index / fps
-    audio: np.ndarray  # [640] int16: the 40 ms of SELF audio this tick plays (zeros when idle)
-    segment_id: int | None  # the self segment the audio belongs to (None: idle/silence)
-    segment_end: bool  # True on the last tick of a segment that played to its end
-    speaking: bool  # the tick carries segment audio
-    other_lag_ms: float  # how far this tick's "other" audio trails the live edge
-    other_span: tuple[int, int]  # indices [start, end) of the received user samples in this tick
-    taken_at: float  # time.perf_counter() when the clock took it
-
-
-@dataclass(frozen=True)
-class StreamFrame:
-    """The picture of one tick."""
-
-    index: int  # the tick it shows
-    rgb: np.ndarray  # [H, W, 3] uint8
-    created_at: float  # time.perf_counter() when the frame was ready
-    timings_ms: Mapping[str, float]  # per stage: audio, transformer, head, render, total
-    rung: str  # the quality rung it was made at
-    tick: AudioTick  # what the tick played and heard
-    latent: torch.Tensor | None = field(default=None, repr=False)  # [512] motion latent, on the model's device
 
 
 _CLOSED = object()

@@ -22,12 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from avatar.download import download_files
 
-    settings = get_settings()
+    model = get_settings().model
     if args.checkpoints:
-        settings = settings.model_copy(
-            update={"model": settings.model.model_copy(update={"checkpoints_dir": args.checkpoints})}
-        )
-    files = download_files(settings)
+        model = model.model_copy(update={"checkpoints_dir": args.checkpoints})
+    files = download_files(model)
     for name, path in files.items():
         print(f"{name}: {path}")
     return 0

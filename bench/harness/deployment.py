@@ -103,6 +103,8 @@ class Deployment:
     avatar_worker: WorkerProcess | None = None
     agent_http_port: int = 0
     avatar_http_port: int = 0
+    agent_prometheus_port: int = 0
+    avatar_prometheus_port: int = 0
 
     def __post_init__(self) -> None:
         tag = self.mode.replace("-", "") + ("held" if self.held_render_s is not None else "")
@@ -110,7 +112,7 @@ class Deployment:
         self.avatar_agent_name = self.avatar_agent_name or f"e2e-avatar-{tag}"
         self.events_file = self.workdir / f"events-{tag}.jsonl"
 
-    def env(self, http_port: int) -> dict[str, str]:
+    def env(self, http_port: int, prometheus_port: int) -> dict[str, str]:
         samples = Path(self.samples_dir).resolve()
         env = {
             **measured_worker_env(self.workdir),
@@ -129,6 +131,7 @@ class Deployment:
             "DYSTREAM_AGENT__REPLY_CLIPS": json.dumps([str(self.clips.reply)]),
             "DYSTREAM_AGENT__EVENTS_FILE": str(self.events_file),
             "DYSTREAM_AGENT__HTTP_PORT": str(http_port),
+            "DYSTREAM_AGENT__PROMETHEUS_PORT": str(prometheus_port),
             "DYSTREAM_AGENT__IDLE_PROCESSES": "1",
             # the user here is a Python SDK client (libwebrtc's lip sync): in sync at 40 ms, browsers at the default 80
             "DYSTREAM_AVATAR__VIDEO_DELAY_MS": "40",
@@ -148,20 +151,20 @@ class Deployment:
     def start(self, timeout: float = 240.0) -> None:
         """Start the workers and wait until they have registered with the server (models loaded)."""
         if self.mode == "remote":
-            self.avatar_http_port = free_port()
+            self.avatar_http_port, self.avatar_prometheus_port = free_port(), free_port()
             self.avatar_worker = WorkerProcess(
                 f"avatar-worker-{self.agent_name}",
                 self.command(AVATAR_WORKER_COMMAND),
-                self.env(self.avatar_http_port),
+                self.env(self.avatar_http_port, self.avatar_prometheus_port),
                 self.workdir,
                 REPO_ROOT,
             )
             self.avatar_worker.start()
-        self.agent_http_port = free_port()
+        self.agent_http_port, self.agent_prometheus_port = free_port(), free_port()
         self.agent = WorkerProcess(
             f"agent-{self.agent_name}",
             self.command(AGENT_COMMAND),
-            self.env(self.agent_http_port),
+            self.env(self.agent_http_port, self.agent_prometheus_port),
             self.workdir,
             REPO_ROOT,
         )

@@ -110,3 +110,30 @@ def test_workers_answer_their_health_check(deployments, mode: str) -> None:
         # bound to 127.0.0.1 only: another address of this machine (all of 127/8 reaches it) is refused
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.2", port), timeout=5).close()
+
+
+def prometheus_samples(port: int) -> dict[str, float]:
+    """The samples of a worker's ``/metrics``, by name and labels as Prometheus' text format writes them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_the_avatars_metrics_reach_the_workers_prometheus_endpoint(conversations, deployments, mode: str) -> None:
+    conversation = conversations(mode)
+    deployment = deployments(mode)
+    # the worker whose job processes run the avatar: the agent's in-process, the avatar worker's in remote mode
+    port = deployment.agent_prometheus_port if mode == "in-process" else deployment.avatar_prometheus_port
+    samples = prometheus_samples(port)
+    slots = {o: samples.get(f'dystream_video_slots_total{{outcome="{o}"}}', 0.0) for o in ("shown", "repeated")}
+    # every frame the user received left the worker through a slot (its own picture or the last one again)
+    assert slots["shown"] > 0 and sum(slots.values()) >= 0.8 * len(conversation.client.video), (
+        f"{mode}: the worker's metrics count {slots} slots; the user received {len(conversation.client.video)} frames"
+    )
+    assert samples.get("dystream_interruptions_total", 0.0) >= 1, f"{mode}: the barge-in was not counted"
+    assert samples.get("dystream_frame_seconds_count", 0.0) > 0, f"{mode}: no engine time observed"

@@ -12,13 +12,13 @@ import pytest
 from huggingface_hub import constants
 
 from avatar.download import MOTION_FILE, RENDERER_FILE, WAV2VEC_DIR, DownloadError, download_files, download_url
-from config.settings import Settings
+from avatar.settings import ModelSettings
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
 
 
-def settings_for(root: Path, url: str = "http://127.0.0.1:9/face_landmarker.task") -> Settings:
-    return Settings(model={"checkpoints_dir": root, "face_landmarker_url": url})
+def settings_for(root: Path, url: str = "http://127.0.0.1:9/face_landmarker.task") -> ModelSettings:
+    return ModelSettings(checkpoints_dir=root, face_landmarker_url=url)
 
 
 def test_offline_fails_fast_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,8 +61,8 @@ def test_files_already_present_are_used_offline(tmp_path: Path, monkeypatch: pyt
         "face_landmarker",
     }
     settings = settings_for(tmp_path)
-    assert files["motion_checkpoint"].resolve() == settings.model.motion_checkpoint_path.resolve()
-    assert files["renderer_checkpoint"].resolve() == settings.model.renderer_checkpoint_path.resolve()
+    assert files["motion_checkpoint"].resolve() == settings.motion_checkpoint_path.resolve()
+    assert files["renderer_checkpoint"].resolve() == settings.renderer_checkpoint_path.resolve()
 
 
 class _RangeServer(BaseHTTPRequestHandler):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from livekit.plugins.dystream import DyStreamException
 from livekit.plugins.dystream.models import build_engine, clear_models, load_models, prepare_portrait
 from PIL import Image
 
-from avatar.stream import StreamFrame
+from avatar.stream_frames import StreamFrame
 from config.settings import ModelSettings, Settings, get_settings
 
 
@@ -61,5 +62,5 @@ async def test_engine_from_a_portrait_file_pil_image_or_array(settings: Settings
 
 def test_missing_portrait_names_the_setting(settings: Settings) -> None:
     models = load_models(settings.model, random_weights=True, size="tiny")
-    with pytest.raises(ValueError, match="DYSTREAM_AVATAR__PORTRAIT"):
+    with pytest.raises(DyStreamException, match="DYSTREAM_AVATAR__PORTRAIT"):
         prepare_portrait(None, models, settings)

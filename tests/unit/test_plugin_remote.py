@@ -22,7 +22,7 @@ from livekit.agents.voice.avatar._datastream_io import (
     RPC_PLAYBACK_FINISHED,
     RPC_PLAYBACK_STARTED,
 )
-from livekit.plugins.dystream import remote, state_attribute
+from livekit.plugins.dystream import DyStreamException, remote, state_attribute
 from livekit.plugins.dystream.remote import (
     DispatchInfo,
     accept_avatar_job,
@@ -105,7 +105,7 @@ async def test_dispatch_goes_through_livekit_agent_dispatch(livekit_api) -> None
 
 async def test_dispatch_without_credentials_names_the_variables() -> None:
     settings = Settings(livekit={"url": "", "api_key": "", "api_secret": ""})
-    with pytest.raises(ValueError, match="LIVEKIT_API_KEY"):
+    with pytest.raises(DyStreamException, match="LIVEKIT_API_KEY"):
         await dispatch_avatar("room-7", INFO, settings=settings, url="http://127.0.0.1:9")
 
 
@@ -134,7 +134,7 @@ async def test_accept_joins_as_the_expected_identity_on_behalf_of_the_agent() ->
 
 
 def test_worker_load_counts_active_sessions(monkeypatch) -> None:
-    monkeypatch.setattr(get_settings().avatar, "max_sessions_per_worker", 2)
+    monkeypatch.setenv("DYSTREAM_AVATAR__MAX_SESSIONS_PER_WORKER", "2")  # the default limit, from the environment
     assert avatar_worker_load(SimpleNamespace(active_jobs=[])) == 0.0
     assert avatar_worker_load(SimpleNamespace(active_jobs=[object()])) == 0.5
     assert avatar_worker_load(SimpleNamespace(active_jobs=[object()] * 3)) == 1.0

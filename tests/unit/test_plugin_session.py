@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from livekit import api, rtc
-from livekit.agents import AgentSession, Plugin
+from livekit.agents import AgentSession, MetricsCollectedEvent, Plugin
 from livekit.agents.metrics.base import AvatarMetrics
 from livekit.agents.testing import fake_job_context
 from livekit.agents.utils import http_context
@@ -108,6 +108,8 @@ async def test_in_process_session_routes_speech_and_never_removes_the_agent(live
     avatar.on("metrics_collected", metrics.append)
     states: list[dystream.StateChangedEvent] = []
     avatar.on("state_changed", states.append)
+    forwarded: list[MetricsCollectedEvent] = []
+    session.on("metrics_collected", forwarded.append)
     with fake_job_context(room=room):
         await avatar.start(session, room=room)
         output = session.output.audio
@@ -138,6 +140,15 @@ async def test_in_process_session_routes_speech_and_never_removes_the_agent(live
     summary = [m for m in metrics if isinstance(m, dystream.SessionMetrics)][-1]
     assert summary.final and summary.segments == 1 and summary.playback_latency_ms["last"] > 0
     assert avatar.pipeline is None
+    # the agent session got the summary as livekit's avatar metrics, with the video's figures
+    [final] = [e.metrics for e in forwarded if isinstance(e.metrics, dystream.DyStreamMetrics) and e.metrics.final]
+    assert isinstance(final, AvatarMetrics) and final.metadata and final.metadata.model_provider == "dystream"
+    assert (final.frames, final.segments, final.pictures_shown) == (
+        summary.frames,
+        1,
+        summary.video["shown"],
+    )
+    assert final.pictures_shown > 0 and final.frame_p50_ms and final.frame_p50_ms > 0
 
 
 async def test_remote_session_dispatches_the_avatar_worker_and_removes_it_on_close(livekit_server) -> None:
@@ -224,7 +235,7 @@ async def test_a_dispatch_no_worker_took_is_made_again_until_the_avatar_joins(li
 
 
 def test_remote_mode_needs_a_portrait_path() -> None:
-    with pytest.raises(ValueError, match="file path"):
+    with pytest.raises(dystream.DyStreamException, match="file path"):
         dystream.AvatarSession(mode="remote", portrait=np.zeros((64, 64, 3), np.uint8))
 
 

@@ -12,12 +12,14 @@
 from livekit.agents import Plugin
 
 from .avatar import AvatarSession
+from .errors import DyStreamException
 from .generator import DyStreamVideoGenerator
 from .listener import UserListener
 from .log import logger
-from .metrics import FrameMetrics, SessionMetrics
+from .metrics import DyStreamMetrics, FrameMetrics, SessionMetrics
 from .models import load_models
 from .remote import accept_avatar_job, avatar_worker_load, dispatch_avatar, run_avatar_job
+from .settings import DyStreamSettings, SettingsError
 from .state import AvatarState, ConversationState, StateChangedEvent
 from .state_attribute import ATTRIBUTE_STATE
 from .version import __version__
@@ -27,9 +29,13 @@ __all__ = [
     "AvatarSession",
     "AvatarState",
     "ConversationState",
+    "DyStreamException",
+    "DyStreamMetrics",
+    "DyStreamSettings",
     "DyStreamVideoGenerator",
     "FrameMetrics",
     "SessionMetrics",
+    "SettingsError",
     "StateChangedEvent",
     "UserListener",
     "__version__",
@@ -48,7 +54,9 @@ class DyStreamPlugin(Plugin):
     def download_files(self) -> None:
         from avatar.download import download_files
 
-        download_files()
+        from .settings import read_settings
+
+        download_files(read_settings().model)
 
 
 Plugin.register_plugin(DyStreamPlugin())

@@ -20,7 +20,9 @@ State: ``state`` and ``"state_changed"`` events (``StateChangedEvent``) in both 
 own state machine, remote from the dispatched avatar worker's ``dystream.state`` attribute (no one else's).
 
 Metrics: ``AvatarMetrics`` (avatar joined, playback latency) from the base class, and our ``FrameMetrics`` /
-``SessionMetrics`` as ``"metrics_collected"`` events of this session (in-process; a remote worker logs them).
+``SessionMetrics`` as ``"metrics_collected"`` events of this session (in-process; a remote worker logs them and
+counts them in Prometheus). Each ``SessionMetrics`` summary also reaches the ``AgentSession``'s
+``"metrics_collected"`` as a ``DyStreamMetrics`` (livekit's ``AvatarMetrics`` with the video's figures).
 """
 
 from __future__ import annotations
@@ -34,19 +36,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from livekit import rtc
+from livekit.agents import MetricsCollectedEvent
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import is_given
 from livekit.agents.voice.avatar import AvatarSession as _BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput, QueueAudioOutput
 
-from config.settings import Settings, get_settings
-
+from .errors import DyStreamException
 from .log import logger
-from .metrics import FrameMetrics, SessionMetrics
+from .metrics import DyStreamMetrics, FrameMetrics, SessionMetrics
 from .models import PortraitInput, build_engine
 from .pcm import SAMPLE_RATE
 from .pipeline import AvatarPipeline
 from .remote import DispatchInfo, dispatch_avatar, keep_avatar_dispatched, livekit_api, share_linked_user
+from .settings import DyStreamSettings, read_settings
 from .state import AvatarState, StateChangedEvent
 from .state_attribute import ATTRIBUTE_STATE
 from .trusted_output import AvatarAudioOutput
@@ -60,7 +63,7 @@ Mode = Literal["in-process", "remote"]
 
 
 def configure(
-    settings: Settings,
+    settings: DyStreamSettings,
     *,
     checkpoints: str | os.PathLike[str] | None = None,
     device: str | None = None,
@@ -73,7 +76,7 @@ def configure(
     size: Literal["full", "tiny"] | None = None,
     identity: str | None = None,
     avatar_agent_name: str | None = None,
-) -> Settings:
+) -> DyStreamSettings:
     """``settings`` with the given options applied (``None`` keeps the setting)."""
 
     def changed(section: Any, **values: Any) -> Any:
@@ -110,7 +113,8 @@ def linked_user(agent_session: AgentSession) -> str | None:
 
 
 class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_changed"]]):
-    """The DyStream avatar for an ``AgentSession``; options default to ``config.get_settings()``."""
+    """The DyStream avatar for an ``AgentSession``; options not given come from the ``DYSTREAM_*`` variables
+    (``DyStreamSettings``)."""
 
     def __init__(
         self,
@@ -127,7 +131,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
         size: Literal["full", "tiny"] | None = None,
         avatar_identity: str | None = None,
         avatar_agent_name: str | None = None,
-        settings: Settings | None = None,
+        settings: DyStreamSettings | None = None,
         models: AvatarModels | None = None,
         livekit_url: str | None = None,
         livekit_api_key: str | None = None,
@@ -135,7 +139,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
     ) -> None:
         super().__init__()
         self._settings = configure(
-            settings or get_settings(),
+            settings or read_settings(),
             checkpoints=checkpoints,
             device=device,
             fps=fps,
@@ -150,7 +154,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
         )
         self._portrait = portrait if portrait is not None else self._settings.avatar.portrait
         if self.mode == "remote" and self._portrait is not None and not isinstance(self._portrait, str | os.PathLike):
-            raise ValueError(
+            raise DyStreamException(
                 "in remote mode the portrait must be a file path the avatar worker can read "
                 f"(got {type(self._portrait).__name__}); save the image and pass its path"
             )
@@ -167,13 +171,14 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
         self._share_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._state = AvatarState.IDLE
+        self._agent_session_for_metrics: AgentSession | None = None
 
     @property
     def mode(self) -> Mode:
         return self._settings.avatar.mode
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> DyStreamSettings:
         return self._settings
 
     @property
@@ -220,6 +225,7 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
             livekit_api_secret if is_given(livekit_api_secret) else secret,
         )
         await super().start(agent_session, room)
+        self._agent_session_for_metrics = agent_session
         if self.mode == "in-process":
             await self._start_in_process(agent_session, room)
         else:
@@ -295,6 +301,9 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
 
     def _emit_dystream_metrics(self, metrics: FrameMetrics | SessionMetrics) -> None:
         self.emit("metrics_collected", metrics)
+        if isinstance(metrics, SessionMetrics) and self._agent_session_for_metrics is not None:
+            event = MetricsCollectedEvent(metrics=DyStreamMetrics.from_summary(metrics))
+            self._agent_session_for_metrics.emit("metrics_collected", event)
 
     def _on_state_changed(self, event: StateChangedEvent) -> None:
         self._state = event.new_state
@@ -327,5 +336,6 @@ class AvatarSession(_BaseAvatarSession[Literal["metrics_collected", "state_chang
         self._share_task = self._dispatch_task = None
         if self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
-            await pipeline.aclose()
+            await pipeline.aclose()  # its final summary goes to the agent session too
+        self._agent_session_for_metrics = None
         logger.info("avatar session closed", extra={"mode": self.mode})

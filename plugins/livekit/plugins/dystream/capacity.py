@@ -11,13 +11,12 @@ import os
 
 import torch
 
-from config.settings import Settings
-
 from .log import logger
 from .models import clear_models, load_models
+from .settings import DyStreamSettings
 
 
-def calibrate_sessions(settings: Settings) -> int:
+def calibrate_sessions(settings: DyStreamSettings) -> int:
     """Avatars this machine's device serves at ``settings.stream.floor_rung``, from a few ticks measured now."""
     from avatar.stream_capacity import capacity, measure_tick_cost
     from avatar.stream_core import StreamCore

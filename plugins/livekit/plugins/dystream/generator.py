@@ -45,15 +45,15 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
-from avatar.stream import AudioTick, StreamFrame
+from avatar.stream_frames import AudioTick, StreamFrame
 from avatar.stream_queues import SelfQueueFull
-from config.settings import VadSettings
 
 from .diagnostics import flash_patch
 from .gate import SpeechGate
 from .log import logger
 from .metrics import FrameMetrics, MetricsRecorder
 from .pcm import SAMPLE_RATE, To16kMono, to_audio_frame
+from .settings import VadSettings
 from .state import ConversationState, HeardSpeech, SpeechHysteresis
 from .vad import create_vad
 

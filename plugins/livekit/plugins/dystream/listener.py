@@ -29,11 +29,10 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 
-from config.settings import VadSettings
-
 from .gate import SpeechGate
 from .log import logger
 from .pcm import SAMPLE_RATE, To16kMono
+from .settings import VadSettings
 from .state import ConversationState
 from .vad import create_vad
 

@@ -6,7 +6,9 @@ before the generator took it, the engine's queue depths, and the estimated liste
 the rung now and how many pictures each rung made, segments, playback latency (first agent audio pushed -> its first
 tick handed to the runner), listening latency, interruptions and how long each flush took. Both are delivered
 through ``emit`` (the avatar session forwards them as ``"metrics_collected"``) and logged: summaries at info every
-``interval_s``, frames at debug.
+``interval_s``, frames at debug. The avatar session also hands each summary to its ``AgentSession`` as a livekit
+metrics event (``DyStreamMetrics``, an ``AvatarMetrics``), and the recorder counts pictures, rungs and latencies in
+Prometheus (``prometheus.py``).
 
 Definitions:
 - listening latency of a picture = how far its tick's "other" audio trailed the live edge when the tick was taken
@@ -26,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from livekit.agents.metrics.base import AvatarMetrics, Metadata
 
+from . import prometheus
 from .log import logger
 
 
@@ -63,6 +67,48 @@ class SessionMetrics:
     stage_ms: Mapping[str, Mapping[str, float]]  # stage -> p50, p95
     final: bool = False
     type: Literal["dystream_session_metrics"] = "dystream_session_metrics"
+
+
+class DyStreamMetrics(AvatarMetrics):
+    """A ``SessionMetrics`` summary as livekit's ``AvatarMetrics``, for the ``AgentSession``'s ``metrics_collected``
+    (and so for livekit's metrics tooling); the full summary stays on the avatar session's own event."""
+
+    final: bool = False
+    duration_s: float = 0.0
+    frames: int = 0  # pictures rendered
+    unique_fps: float = 0.0  # pictures shown at their own slot per second
+    video_slots: int = 0
+    pictures_shown: int = 0
+    pictures_repeated: int = 0
+    pictures_dropped: int = 0
+    rung: str = "full"  # the quality rung now
+    segments: int = 0
+    interruptions: int = 0
+    playback_latency_p50_ms: float | None = None
+    listening_latency_p50_ms: float | None = None
+    frame_p50_ms: float | None = None  # engine time per picture
+
+    @classmethod
+    def from_summary(cls, summary: SessionMetrics) -> DyStreamMetrics:
+        video = summary.video
+        return cls(
+            timestamp=summary.timestamp,
+            metadata=Metadata(model_name="DyStream", model_provider="dystream"),
+            final=summary.final,
+            duration_s=summary.duration_s,
+            frames=summary.frames,
+            unique_fps=video.get("unique_fps", 0.0),
+            video_slots=int(video.get("slots", 0)),
+            pictures_shown=int(video.get("shown", 0)),
+            pictures_repeated=int(video.get("repeated", 0)),
+            pictures_dropped=int(video.get("dropped", 0)),
+            rung=summary.rung,
+            segments=summary.segments,
+            interruptions=summary.interruptions,
+            playback_latency_p50_ms=summary.playback_latency_ms.get("p50"),
+            listening_latency_p50_ms=summary.listening_latency_ms.get("p50"),
+            frame_p50_ms=summary.stage_ms.get("total", {}).get("p50"),
+        )
 
 
 def _percentiles(values: deque[float] | list[float], *names: str) -> dict[str, float]:
@@ -119,6 +165,10 @@ class MetricsRecorder:
             self._stages.setdefault(stage, deque(maxlen=self.window)).append(float(ms))
         if metrics.listening_latency_ms is not None:
             self._listening.append(metrics.listening_latency_ms)
+            prometheus.LISTENING_SECONDS.observe(metrics.listening_latency_ms / 1000.0)
+        prometheus.RUNG_PICTURES.labels(metrics.rung).inc()
+        if "total" in metrics.timings_ms:
+            prometheus.FRAME_SECONDS.observe(metrics.timings_ms["total"] / 1000.0)
         logger.debug(
             "avatar frame",
             extra={
@@ -143,14 +193,19 @@ class MetricsRecorder:
         self._video["shown"] += shown
         self._video["repeated"] += repeated
         self._video["dropped"] += dropped
+        for outcome, count in (("shown", shown), ("repeated", repeated), ("dropped", dropped)):
+            if count:
+                prometheus.PICTURE_SLOTS.labels(outcome).inc(count)
 
     def on_segment_started(self, playback_latency_ms: float) -> None:
         self.segments += 1
         self._playback.append(playback_latency_ms)
+        prometheus.PLAYBACK_SECONDS.observe(playback_latency_ms / 1000.0)
 
     def on_interruption(self, flush_ms: float) -> None:
         self.interruptions += 1
         self._flush.append(flush_ms)
+        prometheus.INTERRUPTIONS.inc()
 
     def summary(self, *, final: bool = False) -> SessionMetrics:
         now = time.perf_counter()

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
-from config.settings import ModelSettings, Settings, get_settings
+from avatar.settings import ModelSettings
 
+from .errors import DyStreamException
 from .log import logger
+from .settings import DyStreamSettings, read_settings
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,13 +44,15 @@ def load_models(
     size: Literal["full", "tiny"] | None = None,
     seed: int = 0,
 ) -> AvatarModels:
-    """The models for ``settings`` (default: the process settings), loaded on first use and then shared."""
+    """The models for ``settings``, loaded on first use and then shared; what is not given comes from the
+    environment (``DYSTREAM_MODEL__*``, ``DYSTREAM_AVATAR__RANDOM_WEIGHTS``, ``DYSTREAM_AVATAR__SIZE``)."""
     from avatar.models import load_avatar_models
 
-    avatar = get_settings().avatar
-    settings = settings or get_settings().model
-    random_weights = avatar.random_weights if random_weights is None else random_weights
-    size = size or avatar.size
+    if settings is None or random_weights is None or size is None:
+        environment = read_settings()
+        settings = settings or environment.model
+        random_weights = environment.avatar.random_weights if random_weights is None else random_weights
+        size = size or environment.avatar.size
     weights = () if random_weights else (str(settings.motion_checkpoint_path), str(settings.renderer_checkpoint_path))
     key = (weights, settings.device, settings.dtype, random_weights, size, seed)
     with _lock:
@@ -73,7 +77,7 @@ def clear_models() -> None:
         _models.clear()
 
 
-def prepare_portrait(portrait: PortraitInput | None, models: AvatarModels, settings: Settings) -> Any:
+def prepare_portrait(portrait: PortraitInput | None, models: AvatarModels, settings: DyStreamSettings) -> Any:
     """The portrait's state for the engine (crop, m0, appearance volume; cached on disk by ``avatar.portrait``).
 
     ``portrait``: a path, a PIL image or an [H, W, 3] uint8 array; None uses ``settings.avatar.portrait``.
@@ -82,14 +86,14 @@ def prepare_portrait(portrait: PortraitInput | None, models: AvatarModels, setti
 
     portrait = portrait if portrait is not None else settings.avatar.portrait
     if portrait is None:
-        raise ValueError(
+        raise DyStreamException(
             "no portrait: pass AvatarSession(portrait=...) or set DYSTREAM_AVATAR__PORTRAIT to an image file"
         )
     return prepare(portrait, models.renderer, settings.model)
 
 
 async def build_engine(
-    portrait: PortraitInput | None, settings: Settings, *, models: AvatarModels | None = None
+    portrait: PortraitInput | None, settings: DyStreamSettings, *, models: AvatarModels | None = None
 ) -> tuple[Any, tuple[int, int]]:
     """An ``AvatarStream`` for ``portrait`` with ``models`` (default: the process's cached ones, ``load_models``),
     and its video size (width, height)."""

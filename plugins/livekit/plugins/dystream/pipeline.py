@@ -17,14 +17,13 @@ from typing import Any
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioReceiver, AvatarOptions, AvatarRunner
 
-from config.settings import Settings
-
 from .generator import DyStreamVideoGenerator
 from .listener import UserListener
 from .log import logger
 from .metrics import FrameMetrics, MetricsRecorder, SessionMetrics
 from .pcm import SAMPLE_RATE
 from .runner import DyStreamRunner
+from .settings import DyStreamSettings
 from .state import ConversationState
 from .state_attribute import StateAttributePublisher
 
@@ -46,7 +45,7 @@ class AvatarPipeline:
         audio: AudioReceiver,
         engine: Any,
         *,
-        settings: Settings,
+        settings: DyStreamSettings,
         video_size: tuple[int, int],
         agent_identity: str,
         linked_identity: Callable[[], str | None] | None = None,

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from livekit import api, rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 
-from config.settings import Settings, get_settings
-
+from .errors import DyStreamException
 from .log import logger
+from .settings import DyStreamSettings, read_settings
 from .state_attribute import write_attributes
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .pipeline import AvatarPipeline
 
-BuildEngine = Callable[[Any, Settings], Awaitable[tuple[Any, tuple[int, int]]]]
+BuildEngine = Callable[[Any, DyStreamSettings], Awaitable[tuple[Any, tuple[int, int]]]]
 _active_sessions = 0
 AGENT_WAIT_S = 30.0
 LINKED_USER_ATTRIBUTE = "dystream.linked_user"  # on the agent's participant: the user its session listens to
@@ -71,7 +71,7 @@ class DispatchInfo:
             raise ValueError("avatar job metadata lacks agent_identity/avatar_identity: use dispatch_avatar")
         return info
 
-    def apply(self, settings: Settings) -> Settings:
+    def apply(self, settings: DyStreamSettings) -> DyStreamSettings:
         """``settings`` with the agent's choices (sampler steps, lookahead, VAD, fps, model size...) applied."""
         sections: dict[str, dict[str, Any]] = {}
         for dotted, value in self.options.items():
@@ -91,13 +91,13 @@ async def dispatch_avatar(
     info: DispatchInfo,
     *,
     agent_name: str | None = None,
-    settings: Settings | None = None,
+    settings: DyStreamSettings | None = None,
     url: str | None = None,
     api_key: str | None = None,
     api_secret: str | None = None,
 ) -> api.AgentDispatch:
     """Ask LiveKit to dispatch an avatar worker (agent name ``settings.avatar.avatar_agent_name``) into the room."""
-    settings = settings or get_settings()
+    settings = settings or read_settings()
     agent_name = agent_name or settings.avatar.avatar_agent_name
     request = api.CreateAgentDispatchRequest(
         agent_name=agent_name,
@@ -114,7 +114,7 @@ async def dispatch_avatar(
 
 
 def livekit_api(
-    settings: Settings, url: str | None = None, api_key: str | None = None, api_secret: str | None = None
+    settings: DyStreamSettings, url: str | None = None, api_key: str | None = None, api_secret: str | None = None
 ) -> api.LiveKitAPI:
     """A server API client from the given credentials, else the settings'."""
     url = url or settings.livekit.url or None
@@ -123,7 +123,7 @@ def livekit_api(
     try:
         return api.LiveKitAPI(url, api_key, api_secret)
     except ValueError as error:  # missing url / key / secret
-        raise ValueError(
+        raise DyStreamException(
             f"cannot dispatch the avatar worker: {error}; set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
         ) from error
 
@@ -205,13 +205,13 @@ async def accept_avatar_job(request: JobRequest) -> None:
 def avatar_worker_load(server: AgentServer | None = None, *, limit: int | None = None) -> float:
     """The worker's load for LiveKit's balancing: active avatar sessions over the sessions it may run (``limit``,
     default ``avatar.max_sessions_per_worker``)."""
-    limit = limit or get_settings().avatar.max_sessions_per_worker or 1
+    limit = limit or read_settings().avatar.max_sessions_per_worker or 1
     active = len(server.active_jobs) if server is not None else _active_sessions
     return min(1.0, active / limit)
 
 
 async def run_avatar_job(
-    ctx: JobContext, *, settings: Settings | None = None, build: BuildEngine | None = None
+    ctx: JobContext, *, settings: DyStreamSettings | None = None, build: BuildEngine | None = None
 ) -> AvatarPipeline | None:
     """The avatar worker's job entrypoint: connect, build the avatar, serve the agent until it leaves.
 
@@ -228,7 +228,7 @@ async def run_avatar_job(
         from .models import build_engine as build
 
     info = DispatchInfo.from_json(ctx.job.metadata)
-    settings = info.apply(settings or get_settings())
+    settings = info.apply(settings or read_settings())
     # the agent's speech comes over the network here: start each reply with a jitter buffer, and keep the remote
     # worker's own playout lead (``avatar.remote_playout_lead_ms``); and this process carries only the avatar, so its
     # model threads have a priority of their own (``stream.remote_worker_nice``)

@@ -23,9 +23,8 @@ from typing import Literal
 
 from livekit import rtc
 
-from config.settings import VadSettings
-
 from .log import logger
+from .settings import VadSettings
 
 Stream = Literal["self", "other"]
 

@@ -184,8 +184,8 @@ def tiny_engine(stream: Any = None, model: Any = None, *, seed: int = 0, render_
     from avatar.checkpoints import random_motion_generator
     from avatar.config import MotionConfig
     from avatar.renderer import RendererConfig, random_renderer
+    from avatar.settings import ModelSettings, StreamSettings
     from avatar.stream import AvatarStream
-    from config.settings import ModelSettings, StreamSettings
 
     motion = random_motion_generator(MotionConfig.tiny(), seed=seed)
     renderer = random_renderer(RendererConfig.tiny(), seed=seed)

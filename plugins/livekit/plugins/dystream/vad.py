@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from config.settings import VadSettings
-
 from .pcm import SAMPLE_RATE, as_int16
+from .settings import VadSettings
 
 if TYPE_CHECKING:
     import torch

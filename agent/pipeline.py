@@ -1,8 +1,8 @@
 """The voice pipeline, chosen from ``settings.agent``.
 
-- With speech services configured (``stt``, ``llm`` and ``tts``: LiveKit Inference model strings such as
-  ``deepgram/nova-3``, ``openai/gpt-4.1-mini``, ``cartesia/sonic-2``), a regular livekit-agents pipeline that greets
-  with ``greeting_text``.
+- With speech services configured (``stt``, ``llm`` and ``tts`` as ``provider/model``: LiveKit Inference, or
+  livekit's provider plugins, an OpenAI-compatible server among them; ``agent/speech_services.py``), a regular
+  livekit-agents pipeline that greets with ``greeting_text``.
 - Without any, an offline pipeline that needs no API key: it greets with ``greeting_audio`` (if set), listens (silero
   VAD on the user's microphone; the avatar reacts to the user's voice all along), and answers each user turn with the
   next clip of ``reply_clips``. With no clips configured it only listens.
@@ -24,6 +24,7 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.events import UserStateChangedEvent
 from livekit.agents.voice.room_io import RoomOptions, TextOutputOptions
 
+from agent import speech_services
 from agent.errors import UserError
 from config.log import get_logger
 from config.settings import AgentSettings
@@ -32,24 +33,24 @@ log = get_logger(__name__)
 
 CLIP_SAMPLE_RATE = 16000
 CLIP_CHUNK = CLIP_SAMPLE_RATE // 50  # 20 ms frames into the agent's audio output
-SERVICES = ("stt", "llm", "tts")
 
 
 def uses_speech_services(settings: AgentSettings) -> bool:
-    return any(getattr(settings, name) for name in SERVICES)
+    return bool(speech_services.configured(settings))
 
 
 def check_settings(settings: AgentSettings) -> None:
     """Refuse a half-configured pipeline or missing clip files, naming the setting to fix."""
-    configured = [name for name in SERVICES if getattr(settings, name)]
-    if configured and len(configured) != len(SERVICES):
-        missing = ", ".join(f"DYSTREAM_AGENT__{name.upper()}" for name in SERVICES if name not in configured)
+    configured = speech_services.configured(settings)
+    if configured and len(configured) != len(speech_services.KINDS):
+        missing = ", ".join(f"DYSTREAM_AGENT__{k.upper()}" for k in speech_services.KINDS if k not in configured)
         raise UserError(f"speech services are half configured: set {missing} too, or none of them (offline mode)")
     clips = [("DYSTREAM_AGENT__GREETING_AUDIO", settings.greeting_audio)]
     clips += [("DYSTREAM_AGENT__REPLY_CLIPS", clip) for clip in settings.reply_clips]
     for variable, path in clips:
         if path is not None and not Path(path).is_file():
             raise UserError(f"audio file {path} does not exist: fix {variable}")
+    speech_services.check(settings)
 
 
 def turn_handling() -> dict:
@@ -61,9 +62,7 @@ def build_session(settings: AgentSettings, *, vad) -> AgentSession:
     """An ``AgentSession`` for the configured services, or the offline one (VAD only)."""
     check_settings(settings)
     if uses_speech_services(settings):
-        return AgentSession(
-            stt=settings.stt, llm=settings.llm, tts=settings.tts, vad=vad, turn_handling=turn_handling()
-        )
+        return AgentSession(**speech_services.build(settings), vad=vad, turn_handling=turn_handling())
     return AgentSession(vad=vad, turn_handling={**turn_handling(), "turn_detection": "vad"})
 
 

@@ -23,7 +23,7 @@ from livekit.plugins.dystream.settings import (
     read_settings,
     set_variables,
 )
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from avatar.settings import DEFAULT_CACHE, ModelSettings, RungName, StreamSettings
 
@@ -49,9 +49,22 @@ class AgentSettings(BaseModel):
     """The voice pipeline. Without speech services the agent greets and answers with configured audio."""
 
     agent_name: str = ""
-    stt: str | None = Field(None, description="livekit inference STT model, e.g. deepgram/nova-3")
-    llm: str | None = Field(None, description="livekit inference LLM, e.g. openai/gpt-4.1-mini")
-    tts: str | None = Field(None, description="livekit inference TTS, e.g. cartesia/sonic-2")
+    stt: str | None = Field(None, description="STT as provider/model, e.g. deepgram/nova-3")
+    llm: str | None = Field(None, description="LLM as provider/model, e.g. openai/gpt-4.1-mini")
+    tts: str | None = Field(None, description="TTS as provider/model, e.g. cartesia/sonic-2")
+    services: Literal["inference", "plugins"] = Field(
+        "inference",
+        description="how stt, llm and tts are reached: inference (LiveKit Inference, through LiveKit Cloud) or "
+        "plugins (livekit's provider plugins, livekit-plugins-<provider>, with the provider's own API key variable)",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        description="plugins: the server of the openai provider, any OpenAI-compatible one (a local server: "
+        "http://127.0.0.1:8000/v1); None: OpenAI's",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="plugins: the openai provider's key (None: the OPENAI_API_KEY variable)"
+    )
     instructions: str = "You are a friendly assistant with a face. Keep answers short."
     greeting_audio: Path | None = None
     greeting_text: str = "Hello! I am listening."

@@ -175,7 +175,7 @@ class AvatarStream:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._clock_task: asyncio.Task[None] | None = None
-        self._threads_before: int | None = None  # torch threads to restore on close
+        self._holds_torch_threads = False
         self._inbox = _Inbox()
         self._mailbox = _Mailbox()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,8 +204,8 @@ class AvatarStream:
         # Python's 5 ms switch interval, behind the model threads, that wait piled up to 100-500 ms stalls
         sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000.0)
         if self.settings.torch_threads is not None:
-            self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(self.settings.torch_threads)
+            _TORCH_THREADS.hold(self.settings.torch_threads)
+            self._holds_torch_threads = True
         # in a thread at the render thread's priority, so that the measured costs are what the model threads get
         with ThreadPoolExecutor(1, "dystream-warm-up", _lower_priority, (self.settings.worker_nice,)) as warm_up:
             await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
@@ -245,9 +245,9 @@ class AvatarStream:
             await asyncio.to_thread(thread.join)
         if self._out is not None:
             self._out.put_nowait(_CLOSED)
-        if self._threads_before is not None:
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
+        if self._holds_torch_threads:
+            _TORCH_THREADS.release()
+            self._holds_torch_threads = False
         log.info("stream closed", extra=self._summary())
 
     # -- input (called on the event loop; never blocks it)
@@ -475,6 +475,32 @@ class AvatarStream:
         stages = tuple(f"{stage}_ms_{q}" for stage in STAGES for q in ("p50", "p95"))
         keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", *stages, "late_ticks")
         return {key: round(stats[key], 2) if isinstance(stats.get(key), float) else stats.get(key) for key in keys}
+
+
+class _TorchThreadsHold:
+    """torch's intra-op thread count is process-wide: the first stream that sets it remembers the process's own, the
+    last one to close puts it back, whatever order they close in (the latest setting applies meanwhile)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._before = 0
+
+    def hold(self, threads: int) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._before = torch.get_num_threads()
+            self._holders += 1
+            torch.set_num_threads(threads)
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                torch.set_num_threads(self._before)
+
+
+_TORCH_THREADS = _TorchThreadsHold()
 
 
 def _lower_priority(nice: int) -> None:

@@ -314,3 +314,22 @@ async def test_an_engine_that_started_at_the_floor_climbs_when_the_machine_frees
         await stream.aclose()
     assert started_at == "third"
     assert rung_index(rung) < rung_index("third")
+
+
+@pytest.mark.parametrize("close_order", ["opened", "reversed"])
+async def test_streams_give_torch_its_thread_count_back_in_any_close_order(models, close_order: str) -> None:
+    """``stream.torch_threads`` is process-wide: with two streams open, the process's own count comes back when the
+    last one closes, whichever it is."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        streams = [_engine(models, torch_threads=1), _engine(models, torch_threads=1)]
+        for stream in streams:
+            await stream.start()
+        assert torch.get_num_threads() == 1
+        await (streams[0] if close_order == "opened" else streams[1]).aclose()
+        assert torch.get_num_threads() == 1  # the other stream still runs at its setting
+        await (streams[1] if close_order == "opened" else streams[0]).aclose()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -81,7 +81,7 @@ def build_agent(settings: AgentSettings) -> Agent:
 
 def load_clip(path: Path) -> np.ndarray:
     """An audio file as 16 kHz mono int16 (any format PyAV reads)."""
-    from avatar.media import load_audio
+    from avatar.media.codec import load_audio
 
     audio = load_audio(Path(path), sample_rate=CLIP_SAMPLE_RATE)
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)

@@ -94,7 +94,7 @@ def server_options(settings: Settings, *, http_port: int | None = None) -> dict[
         "initialize_process_timeout": settings.agent.initialize_timeout_s,
         "log_level": settings.log_level.upper(),
         # the engine (and torch) imported once in the forkserver, not in each job process
-        "preload_modules": ["avatar.stream"],
+        "preload_modules": ["avatar.stream.engine"],
     }
     if settings.agent.idle_processes is not None:
         options["num_idle_processes"] = settings.agent.idle_processes

@@ -14,14 +14,14 @@ from typing import Literal
 
 import torch
 
-from avatar.checkpoints import load_motion_generator, random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.checkpoints import load_motion_generator, random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.precision import Precision
 from avatar.renderer import Renderer, RendererConfig, load_renderer, random_renderer
 from avatar.settings import ModelSettings
-from avatar.weights_file import GET_WEIGHTS
+from avatar.weights.reader import GET_WEIGHTS
 
 log = logging.getLogger(__name__)
 

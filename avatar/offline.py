@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.audio import SAMPLES_PER_FRAME, input_values, to_25fps
-from avatar.cfg import CfgScales, branch_gates
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
-from avatar.sampler import SampleTrace, check_steps, sample_latent
+from avatar.motion.audio import SAMPLES_PER_FRAME, input_values, to_25fps
+from avatar.motion.generator import MotionGenerator
+from avatar.sampling.cfg import CfgScales, branch_gates
+from avatar.sampling.sampler import SampleTrace, check_steps, sample_latent
 
 NoiseSource = np.ndarray | torch.Tensor | Callable[[int], torch.Tensor]
 

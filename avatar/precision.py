@@ -6,8 +6,8 @@ device, and precision").
 - ``bf16``: autocast to bfloat16 around the transformer, the flow head and the renderer.
 
 Under ``bf16`` these stay float32 (``FP32_STAGES``): the audio encoders and the fusion of their features (they run
-outside autocast), the flow head's layer norms and gated residuals (``avatar.flow_head``), the CFG combination and
-the Euler update of the sampler (``avatar.sampler``), the motion history, and the conversion to uint8.
+outside autocast), the flow head's layer norms and gated residuals (``avatar.motion.flow_head``), the CFG combination
+and the Euler update of the sampler (``avatar.sampling.sampler``), the motion history, and the conversion to uint8.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The offline path end to end: one portrait and one or two voices → one MP4 (docs/architecture.md §2, §4, §5, §8).
 
-1. Portrait → crop, m0 and the appearance volume (``avatar.portrait``, cached).
+1. Portrait → crop, m0 and the appearance volume (``avatar.media.portrait``, cached).
 2. Self and other audio → 16 kHz mono; no other track means a silent listener.
 3. Whole-clip motion generation (``avatar.offline.generate``): floor(N / 640) − 1 latents.
 4. Each latent is rendered with the FIRST generated latent as the flow source (official ``app.py``), a few at a time.
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avatar.cfg import CfgScales
-from avatar.media import MODEL_SAMPLE_RATE, check_writable, decode_audio, load_audio, write_mp4
+from avatar.media.codec import MODEL_SAMPLE_RATE, check_writable, decode_audio, load_audio, write_mp4
+from avatar.media.portrait import PortraitInput, crop_portrait, prepare_portrait
 from avatar.models import AvatarModels
 from avatar.offline import generate
-from avatar.portrait import PortraitInput, crop_portrait, prepare_portrait
 from avatar.renderer import to_uint8
+from avatar.sampling.cfg import CfgScales
 from avatar.settings import ModelSettings
 
 log = logging.getLogger(__name__)

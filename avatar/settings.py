@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dystream"
 MODEL_FPS = 25
-# the quality ladder of the streaming engine, best first (avatar.stream_ladder.ladder)
+# the quality ladder of the streaming engine, best first (avatar.stream.ladder.ladder)
 RungName = Literal["full", "steps-3", "no-guidance", "half-render", "half-motion", "third"]
 
 

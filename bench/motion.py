@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avatar.audio import SAMPLES_PER_FRAME, input_values, to_25fps
-from avatar.cfg import CfgScales, branch_gates
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
+from avatar.motion.audio import SAMPLES_PER_FRAME, input_values, to_25fps
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
 from avatar.precision import Precision
-from avatar.sampler import sample_latent
+from avatar.sampling.cfg import CfgScales, branch_gates
+from avatar.sampling.sampler import sample_latent
 from bench.results_file import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "motion.json"

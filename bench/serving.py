@@ -7,7 +7,7 @@ the dyadic sample; speed does not depend on the weights. Per model size (``--siz
   quality (5 sampler steps, 4 guidance branches), and the compute floor they set on a GPU at its dense peak
   (``GPU_PEAK_TFLOPS``: no kernel runs faster than that, so a real frame takes longer).
 - ``sessions``: for 1, 2, 4 conversations (``--sessions``), one tick of all of them (each one's audio, latent and
-  frame) stepped as one batch per stage (``avatar.stream_batch``) and one by one (each ``StreamCore`` alone, as
+  frame) stepped as one batch per stage (``avatar.stream.batch``) and one by one (each ``StreamCore`` alone, as
   the engine does today), alternating tick by tick in one run: per-tick ms (p50), frames per second in total
   (sessions / p50 tick), and ``ratio`` = batched / one by one.
 - ``precision``: for fp32, tf32, bf16 (``model.precision``), the per-stage ms (p50) of ``StreamCore.step`` and the
@@ -33,15 +33,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from avatar.audio import SAMPLES_PER_FRAME
-from avatar.cfg import CfgScales
 from avatar.errors import InputError
+from avatar.motion.audio import SAMPLES_PER_FRAME
 from avatar.precision import PRECISIONS, Precision
 from avatar.renderer import to_uint8
-from avatar.sampler import sample_latent
-from avatar.stream_batch import SessionBatch
-from avatar.stream_core import StreamCore, table_noise
-from avatar.stream_ladder import ladder
+from avatar.sampling.cfg import CfgScales
+from avatar.sampling.sampler import sample_latent
+from avatar.stream.batch import SessionBatch
+from avatar.stream.core import StreamCore, table_noise
+from avatar.stream.ladder import ladder
 from bench.results_file import write_json_atomic
 from bench.stream import Models, build, machine, percentiles, read_wav_16k, stage_stats
 from config.settings import get_settings

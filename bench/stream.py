@@ -45,18 +45,18 @@ from livekit.plugins.dystream.testing import HeldRenderer
 from PIL import Image
 from tqdm import tqdm
 
-from avatar.audio import SAMPLES_PER_FRAME, input_values, to_25fps
-from avatar.cfg import CfgScales, branch_gates
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.audio import SAMPLES_PER_FRAME, input_values, to_25fps
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.offline import generate
 from avatar.renderer import Renderer, RendererConfig, random_renderer, to_uint8
-from avatar.sampler import sample_latent
-from avatar.stream import AudioTick, AvatarStream, StreamFrame
-from avatar.stream_core import STAGES, StreamCore, table_noise
-from avatar.stream_ladder import ladder
+from avatar.sampling.cfg import CfgScales, branch_gates
+from avatar.sampling.sampler import sample_latent
+from avatar.stream.core import STAGES, StreamCore, table_noise
+from avatar.stream.engine import AudioTick, AvatarStream, StreamFrame
+from avatar.stream.ladder import ladder
 from bench.results_file import write_json_atomic
 from config.settings import AvatarSettings, ModelSettings, StreamSettings, get_settings
 

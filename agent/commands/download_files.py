@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avatar.download import download_files
+    from avatar.weights.download import download_files
 
     model = get_settings().model
     if args.checkpoints:

@@ -19,7 +19,7 @@ import torch
 
 from avatar.renderer.config import RendererConfig
 from avatar.renderer.renderer import MODULE_NAMES, Renderer, resolve_dtype
-from avatar.weights_file import CheckpointError, read_weights, save_safetensors, state_dict_of
+from avatar.weights.reader import CheckpointError, read_weights, save_safetensors, state_dict_of
 
 WHAT = "LIA renderer checkpoint"
 CONFIG_HINT = "if the file is a non-official (e.g. tiny) renderer, pass its RendererConfig"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from livekit.plugins.dystream.pcm import as_int16
 
-from avatar.media import load_audio
+from avatar.media.codec import load_audio
 from config.settings import get_settings
 
 from .processes import AGENT_COMMAND, AVATAR_WORKER_COMMAND, WorkerProcess

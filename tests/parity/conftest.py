@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.checkpoints import load_motion_generator
-from avatar.config import MotionConfig
-from avatar.motion import MotionGenerator
+from avatar.motion.checkpoints import load_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from config.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.audio import SAMPLES_PER_FRAME, input_values, to_25fps, wav2vec_frames
-from avatar.cfg import BRANCHES_5, CfgScales, branch_gates
-from avatar.checkpoints import infer_motion_config, load_motion_generator, random_motion_generator
-from avatar.config import WAV2VEC2_BASE_960H, MotionConfig
-from avatar.motion import MotionGenerator
+from avatar.motion.audio import SAMPLES_PER_FRAME, input_values, to_25fps, wav2vec_frames
+from avatar.motion.checkpoints import infer_motion_config, load_motion_generator, random_motion_generator
+from avatar.motion.config import WAV2VEC2_BASE_960H, MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.offline import GenerationTrace, generate, num_output_frames
-from avatar.sampler import SampleTrace, euler_step, flow_match_schedule, sample_latent
-from avatar.weights_file import read_weights
+from avatar.sampling.cfg import BRANCHES_5, CfgScales, branch_gates
+from avatar.sampling.sampler import SampleTrace, euler_step, flow_match_schedule, sample_latent
+from avatar.weights.reader import read_weights
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

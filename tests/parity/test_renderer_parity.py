@@ -21,7 +21,7 @@ import torch
 
 from avatar.renderer import MODULE_NAMES, Renderer, RendererConfig, convert_renderer_to_safetensors, load_renderer
 from avatar.renderer.renderer import to_uint8
-from avatar.weights_file import CheckpointError
+from avatar.weights.reader import CheckpointError
 from config.settings import DEFAULT_CACHE, get_settings
 
 CACHE_DIR = DEFAULT_CACHE / "parity"

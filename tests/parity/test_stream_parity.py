@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.motion import MotionGenerator
+from avatar.motion.generator import MotionGenerator
 from avatar.offline import generate
-from avatar.stream_core import StreamCore, table_noise
+from avatar.stream.core import StreamCore, table_noise
 
 
 @pytest.fixture(scope="module")

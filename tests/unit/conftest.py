@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
-from avatar.motion import MotionGenerator
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.renderer import Renderer, RendererConfig, random_renderer
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from avatar.checkpoints import (
+from avatar.motion.checkpoints import (
     convert_to_safetensors,
     infer_motion_config,
     load_motion_generator,
     random_motion_generator,
 )
-from avatar.config import MotionConfig
-from avatar.motion import MotionGenerator
-from avatar.weights_file import CheckpointError, read_weights, save_safetensors
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
+from avatar.weights.reader import CheckpointError, read_weights, save_safetensors
 from config.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

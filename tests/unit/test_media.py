@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from avatar.errors import InputError
-from avatar.media import MediaError, decode_audio, load_audio, write_mp4
+from avatar.media.codec import MediaError, decode_audio, load_audio, write_mp4
 from avatar.offline import num_output_frames
 from config.settings import get_settings
 
@@ -102,7 +102,7 @@ def test_a_truncated_wav_is_reported_with_both_durations(tmp_path: Path, caplog:
     whole = write_wav(tmp_path / "whole.wav", np.sin(np.arange(32000) / 10.0) * 0.5, 16000)  # 2 s
     cut = tmp_path / "cut.wav"
     cut.write_bytes(whole.read_bytes()[: 44 + 2 * 10720])  # the header still promises 2 s; 0.67 s follow it
-    caplog.set_level(logging.INFO, logger="avatar.media")
+    caplog.set_level(logging.INFO, logger="avatar.media.codec")
     assert len(load_audio(whole)) == 32000
     assert not [record for record in caplog.records if record.levelno == logging.WARNING]
     audio = load_audio(cut)

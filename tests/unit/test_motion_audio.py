@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.audio import SAMPLES_PER_FRAME, TAIL_PAD, input_values, normalize_utterance, to_25fps, wav2vec_frames
-from avatar.cfg import BRANCHES_4, BRANCHES_5
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
+from avatar.motion.audio import SAMPLES_PER_FRAME, TAIL_PAD, input_values, normalize_utterance, to_25fps, wav2vec_frames
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.sampling.cfg import BRANCHES_4, BRANCHES_5
 
 
 @pytest.fixture(scope="module")

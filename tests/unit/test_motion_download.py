@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from avatar.download import MOTION_FILE, RENDERER_FILE, WAV2VEC_DIR, DownloadError, download_files, download_url
 from avatar.settings import ModelSettings
+from avatar.weights.download import MOTION_FILE, RENDERER_FILE, WAV2VEC_DIR, DownloadError, download_files, download_url
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avatar.cfg import BRANCHES_5, branch_gates
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.sampling.cfg import BRANCHES_5, branch_gates
 
 
 @pytest.fixture(scope="module")

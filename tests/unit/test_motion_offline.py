@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.cfg import CfgScales
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
 from avatar.offline import generate, num_output_frames, pair_streams
+from avatar.sampling.cfg import CfgScales
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from livekit.plugins.dystream.playout import PlayoutSource
 from livekit.plugins.dystream.state import AvatarState, ConversationState
 from livekit.plugins.dystream.testing import tiny_engine
 
-from avatar.stream_ladder import ladder, rung_index
+from avatar.stream.ladder import ladder, rung_index
 from config.settings import ModelSettings, StreamSettings, VadSettings, get_settings
 
 FRAME = 640

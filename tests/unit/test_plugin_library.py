@@ -27,7 +27,7 @@ class NoApp(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoApp())
 from livekit.plugins import dystream
 facts = {"torch_loaded": "torch" in sys.modules}
-import avatar.download, avatar.offline, avatar.render_video, avatar.stream
+import avatar.weights.download, avatar.offline, avatar.render_video, avatar.stream.engine
 try:
     avatar = dystream.AvatarSession(size="tiny", vad="webrtc")
     s = avatar.settings

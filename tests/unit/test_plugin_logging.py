@@ -17,7 +17,7 @@ import json, logging
 root = logging.getLogger()
 before = (list(root.handlers), root.level)
 import livekit.plugins.dystream
-import avatar.stream, avatar.models, avatar.portrait, avatar.render_video
+import avatar.stream.engine, avatar.models, avatar.media.portrait, avatar.render_video
 print(json.dumps({"same": (list(root.handlers), root.level) == before,
                   "plugin_handlers": len(logging.getLogger("livekit.plugins.dystream").handlers)}))
 """

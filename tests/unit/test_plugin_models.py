@@ -11,7 +11,7 @@ from livekit.plugins.dystream import DyStreamException
 from livekit.plugins.dystream.models import build_engine, clear_models, load_models, prepare_portrait
 from PIL import Image
 
-from avatar.stream_frames import StreamFrame
+from avatar.stream.frames import StreamFrame
 from config.settings import ModelSettings, Settings, get_settings
 
 

@@ -94,7 +94,7 @@ def test_plugin_is_registered_and_downloads_the_weights(monkeypatch) -> None:
     [plugin] = [p for p in Plugin.registered_plugins if p.package == "livekit.plugins.dystream"]
     assert plugin.version == dystream.__version__
     called = []
-    monkeypatch.setattr("avatar.download.download_files", lambda *a, **k: called.append(True))
+    monkeypatch.setattr("avatar.weights.download.download_files", lambda *a, **k: called.append(True))
     plugin.download_files()
     assert called == [True]
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from avatar.errors import InputError
-from avatar.portrait import (
+from avatar.media.portrait import (
     PortraitError,
     crop_portrait,
     detect_faces,

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.generator import MotionGenerator
 from avatar.precision import Precision
 from avatar.renderer import Renderer
-from avatar.stream_core import StepResult, StreamCore
+from avatar.stream.core import StepResult, StreamCore
 
 
 def _run(motion: MotionGenerator, renderer: Renderer, precision: str, trace: bool = True) -> list[StepResult]:
@@ -48,7 +48,7 @@ def test_bf16_autocasts_the_hot_path_and_stays_close_to_fp32(motion: MotionGener
 def test_a_traced_stage_under_bf16_replays_what_autocast_did(
     motion: MotionGenerator, renderer: Renderer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="avatar.stream_traced"):
+    with caplog.at_level(logging.WARNING, logger="avatar.stream.traced"):
         traced = _run(motion, renderer, "bf16")
     assert not [r for r in caplog.records if "tracing failed" in r.getMessage()]  # every stage ran traced
     eager = _run(motion, renderer, "bf16", trace=False)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from agent.__main__ import main
-from avatar.media import STALE_TEMP_S, write_mp4
+from avatar.media.codec import STALE_TEMP_S, write_mp4
 from config.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]

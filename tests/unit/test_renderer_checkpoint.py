@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avatar.renderer import RendererConfig, convert_renderer_to_safetensors, load_renderer, random_renderer
-from avatar.weights_file import CheckpointError
+from avatar.weights.reader import CheckpointError
 
 TINY = RendererConfig.tiny()
 JUNK = {"discriminator.convs.0.0.weight": torch.zeros(4, 3, 1, 1), "criterion_vgg.vgg_net.lin0.weight": torch.ones(2)}

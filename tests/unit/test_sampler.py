@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.cfg import BRANCHES_4, BRANCHES_5, CfgScales, branch_gates
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.sampler import SampleTrace, check_steps, euler_step, flow_match_schedule, sample_latent
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.sampling.cfg import BRANCHES_4, BRANCHES_5, CfgScales, branch_gates
+from avatar.sampling.sampler import SampleTrace, check_steps, euler_step, flow_match_schedule, sample_latent
 
 
 def test_five_steps_exactly_as_the_official_scheduler() -> None:

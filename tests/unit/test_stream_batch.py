@@ -1,4 +1,4 @@
-"""Several sessions stepped as one batch (``avatar.stream_batch``) get what each gets alone."""
+"""Several sessions stepped as one batch (``avatar.stream.batch``) get what each gets alone."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.renderer import Renderer
-from avatar.stream_batch import SessionBatch, group_by_rung
-from avatar.stream_core import StreamCore
-from avatar.stream_ladder import ladder
+from avatar.stream.batch import SessionBatch, group_by_rung
+from avatar.stream.core import StreamCore
+from avatar.stream.ladder import ladder
 
 TICKS = 8
 PARITY = 1e-5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avatar.stream_clock import FrameClock
+from avatar.stream.clock import FrameClock
 
 
 class FakeTime:

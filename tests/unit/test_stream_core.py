@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.offline import generate
-from avatar.stream_core import StreamCore
+from avatar.stream.core import StreamCore
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ import pytest
 import torch
 from livekit.plugins.dystream.testing import HeldRenderer
 
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
-from avatar.motion import MotionGenerator
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
 from avatar.renderer import Renderer, RendererConfig, random_renderer
-from avatar.stream import AudioTick, AvatarStream, StreamFrame
-from avatar.stream_ladder import ladder, rung_index
+from avatar.stream.engine import AudioTick, AvatarStream, StreamFrame
+from avatar.stream.ladder import ladder, rung_index
 from config.settings import ModelSettings, StreamSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,7 +95,7 @@ async def _take(stream: AvatarStream, n: int) -> tuple[list[AudioTick], list[Str
 
 
 async def test_ticks_are_paced_at_25_fps_from_the_start_and_pictures_follow(models, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="avatar.stream")
+    caplog.set_level(logging.INFO, logger="avatar.stream.engine")
     stream = _engine(models)
     await stream.start()
     started = time.perf_counter()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from livekit.plugins.dystream.diagnostics import has_beep
 
-from avatar.stream_keyframes import FORESIGHT, Keyframes, OnsetFinder
-from avatar.stream_ladder import ladder
+from avatar.stream.keyframes import FORESIGHT, Keyframes, OnsetFinder
+from avatar.stream.ladder import ladder
 from bench.harness.signals import read_wav, reply_clip
 from config.settings import get_settings
 

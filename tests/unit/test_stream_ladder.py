@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from avatar.cfg import ALL_BRANCH
-from avatar.checkpoints import random_motion_generator
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.stream_core import StreamCore
-from avatar.stream_ladder import QualityGovernor, StageCosts, ladder, rung_index, rung_names
+from avatar.motion.checkpoints import random_motion_generator
+from avatar.motion.config import MotionConfig
+from avatar.sampling.cfg import ALL_BRANCH
+from avatar.stream.core import StreamCore
+from avatar.stream.ladder import QualityGovernor, StageCosts, ladder, rung_index, rung_names
 from config.settings import RungName, StreamSettings
 
 RUNGS = ladder(5)
@@ -233,7 +233,7 @@ def test_no_guidance_runs_the_all_branch_alone(motion) -> None:
 
 
 def test_capacity_is_what_the_device_holds_at_the_floor_rung() -> None:
-    from avatar.stream_capacity import TickCost, capacity
+    from avatar.stream.capacity import TickCost, capacity
 
     cost = TickCost(motion_ms=6.0, render_ms=4.0)  # 10 ms of work a tick
     assert capacity(cost, torch.device("cpu"), cores=2) == 6  # 0.8 x 40 ms x 2 cores / 10 ms
@@ -243,7 +243,7 @@ def test_capacity_is_what_the_device_holds_at_the_floor_rung() -> None:
 
 def test_a_tiny_model_is_measured_cheaper_at_the_floor_than_at_full_quality() -> None:
     from avatar.renderer import RendererConfig, random_renderer
-    from avatar.stream_capacity import measure_tick_cost
+    from avatar.stream.capacity import measure_tick_cost
 
     motion = random_motion_generator(MotionConfig.tiny(), seed=0)
     renderer = random_renderer(RendererConfig.tiny(), seed=0)

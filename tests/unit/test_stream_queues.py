@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avatar.errors import InputError
-from avatar.stream_queues import (
+from avatar.stream.queues import (
     FRAME_SAMPLES,
     LiveBuffer,
     SampleFifo,

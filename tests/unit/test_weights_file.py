@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from agent.__main__ import main
-from avatar.checkpoints import convert_to_safetensors
-from avatar.config import MotionConfig
 from avatar.models import load_avatar_models
+from avatar.motion.checkpoints import convert_to_safetensors
+from avatar.motion.config import MotionConfig
 from avatar.renderer import load_renderer
-from avatar.weights_file import CheckpointError, read_weights
+from avatar.weights.reader import CheckpointError, read_weights
 from config.settings import ModelSettings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -52,7 +52,7 @@ class DyStreamPlugin(Plugin):
         super().__init__(__name__, __version__, __package__, logger)
 
     def download_files(self) -> None:
-        from avatar.download import download_files
+        from avatar.weights.download import download_files
 
         from .settings import read_settings
 

@@ -18,9 +18,9 @@ from .settings import DyStreamSettings
 
 def calibrate_sessions(settings: DyStreamSettings) -> int:
     """Avatars this machine's device serves at ``settings.stream.floor_rung``, from a few ticks measured now."""
-    from avatar.stream_capacity import capacity, measure_tick_cost
-    from avatar.stream_core import StreamCore
-    from avatar.stream_ladder import ladder, rung_index
+    from avatar.stream.capacity import capacity, measure_tick_cost
+    from avatar.stream.core import StreamCore
+    from avatar.stream.ladder import ladder, rung_index
 
     models = load_models(settings.model, random_weights=settings.avatar.random_weights, size=settings.avatar.size)
     try:

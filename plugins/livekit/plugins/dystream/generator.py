@@ -45,8 +45,8 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
-from avatar.stream_frames import AudioTick, StreamFrame
-from avatar.stream_queues import SelfQueueFull
+from avatar.stream.frames import AudioTick, StreamFrame
+from avatar.stream.queues import SelfQueueFull
 
 from .diagnostics import flash_patch
 from .gate import SpeechGate
@@ -88,7 +88,7 @@ class SegmentEnd(AudioSegmentEnd):
 
 
 class Engine(Protocol):
-    """The part of ``avatar.stream.AvatarStream`` the generator uses."""
+    """The part of ``avatar.stream.engine.AvatarStream`` the generator uses."""
 
     def push_self(self, pcm: np.ndarray) -> int: ...
     def end_self_segment(self) -> None: ...

@@ -78,11 +78,11 @@ def clear_models() -> None:
 
 
 def prepare_portrait(portrait: PortraitInput | None, models: AvatarModels, settings: DyStreamSettings) -> Any:
-    """The portrait's state for the engine (crop, m0, appearance volume; cached on disk by ``avatar.portrait``).
+    """The portrait's state for the engine (crop, m0, appearance volume; cached on disk by ``avatar.media.portrait``).
 
     ``portrait``: a path, a PIL image or an [H, W, 3] uint8 array; None uses ``settings.avatar.portrait``.
     """
-    from avatar.portrait import prepare_portrait as prepare
+    from avatar.media.portrait import prepare_portrait as prepare
 
     portrait = portrait if portrait is not None else settings.avatar.portrait
     if portrait is None:
@@ -97,7 +97,7 @@ async def build_engine(
 ) -> tuple[Any, tuple[int, int]]:
     """An ``AvatarStream`` for ``portrait`` with ``models`` (default: the process's cached ones, ``load_models``),
     and its video size (width, height)."""
-    from avatar.stream import AvatarStream
+    from avatar.stream.engine import AvatarStream
 
     avatar = settings.avatar
     if models is None:

@@ -30,7 +30,7 @@ from .state_attribute import StateAttributePublisher
 
 @dataclass
 class AvatarPipeline:
-    engine: Any  # avatar.stream.AvatarStream
+    engine: Any  # avatar.stream.engine.AvatarStream
     generator: DyStreamVideoGenerator
     runner: AvatarRunner
     listener: UserListener

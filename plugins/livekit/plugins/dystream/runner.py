@@ -8,7 +8,7 @@
    picture if it has come and else the last one again (``FrameSlots``): the track keeps its frame rate, a late
    picture is dropped rather than shown late, and the video follows the audio. On a rung that renders every n-th
    tick, each picture shows from its own tick's slot until the next one; the engine puts its pictures where sounds
-   start (``avatar.stream_keyframes``), so a sound and the picture that shows it start together.
+   start (``avatar.stream.keyframes``), so a sound and the picture that shows it start together.
 
 2. The video is published at the stream's frame rate. ``AvatarRunner`` publishes with the SDK's default encoding,
    which picks a preset from the frame size: small frames (the 128 px test model) are capped at 15 fps. Both tracks

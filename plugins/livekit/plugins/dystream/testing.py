@@ -152,7 +152,7 @@ class HeldRenderer:
     def __init__(self, renderer: Any, frame_s: float) -> None:
         import torch
 
-        from avatar.stream_traced import TracedCall
+        from avatar.stream.traced import TracedCall
 
         self.wrapped = renderer
         self.frame_s = frame_s
@@ -181,11 +181,11 @@ def tiny_engine(stream: Any = None, model: Any = None, *, seed: int = 0, render_
     """
     import torch
 
-    from avatar.checkpoints import random_motion_generator
-    from avatar.config import MotionConfig
+    from avatar.motion.checkpoints import random_motion_generator
+    from avatar.motion.config import MotionConfig
     from avatar.renderer import RendererConfig, random_renderer
     from avatar.settings import ModelSettings, StreamSettings
-    from avatar.stream import AvatarStream
+    from avatar.stream.engine import AvatarStream
 
     motion = random_motion_generator(MotionConfig.tiny(), seed=seed)
     renderer = random_renderer(RendererConfig.tiny(), seed=seed)

@@ -1,7 +1,7 @@
 """The per-frame step of streaming DyStream (docs/architecture.md §9): 40 ms of audio per stream in, one latent and
 frame out.
 
-``StreamCore`` is synchronous and unpaced; the real-time engine (``avatar.stream.AvatarStream``) wraps it, and
+``StreamCore`` is synchronous and unpaced; the real-time engine (``avatar.stream.engine.AvatarStream``) wraps it, and
 ``StreamCore.run_clip`` drives it over a whole clip (the fidelity check against ``avatar.offline.generate``).
 Between frames it keeps everything that does not change or only slides:
 
@@ -30,17 +30,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from avatar.audio import SAMPLES_PER_FRAME
-from avatar.cfg import ALL_BRANCH, CfgScales, NoGuidance, branch_gates
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.audio import SAMPLES_PER_FRAME
+from avatar.motion.generator import MotionGenerator
 from avatar.precision import Precision
 from avatar.renderer import Renderer, frames_to_uint8
-from avatar.sampler import check_steps, sample_latent
-from avatar.stream_audio import StreamFeatures
-from avatar.stream_cuda import GraphedCall, RenderStream
-from avatar.stream_ladder import Rung, StageCosts
-from avatar.stream_traced import TracedCall
+from avatar.sampling.cfg import ALL_BRANCH, CfgScales, NoGuidance, branch_gates
+from avatar.sampling.sampler import check_steps, sample_latent
+from avatar.stream.audio import StreamFeatures
+from avatar.stream.cuda import GraphedCall, RenderStream
+from avatar.stream.ladder import Rung, StageCosts
+from avatar.stream.traced import TracedCall
 
 STAGES = ("audio", "transformer", "head", "render", "total")
 NoiseFn = Callable[[int], torch.Tensor]

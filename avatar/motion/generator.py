@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avatar.audio import AudioEncoder, fuse_branches
-from avatar.cfg import BRANCHES_5, Branch, branch_gates
-from avatar.config import MotionConfig
 from avatar.errors import InputError
-from avatar.flow_head import FlowHead, Mlp, TimeEmbedding
+from avatar.motion.audio import AudioEncoder, fuse_branches
+from avatar.motion.config import MotionConfig
+from avatar.motion.flow_head import FlowHead, Mlp, TimeEmbedding
+from avatar.sampling.cfg import BRANCHES_5, Branch, branch_gates
 
 
 class RotaryEmbedding(nn.Module):

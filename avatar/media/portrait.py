@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from avatar.errors import InputError
-from avatar.weights_file import save_safetensors
+from avatar.weights.reader import save_safetensors
 
 if TYPE_CHECKING:
     from avatar.renderer import Renderer

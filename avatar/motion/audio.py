@@ -25,9 +25,9 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2FeatureProjection,
 )
 
-from avatar.cfg import Gates
-from avatar.config import MotionConfig
 from avatar.errors import InputError
+from avatar.motion.config import MotionConfig
+from avatar.sampling.cfg import Gates
 
 SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = 640  # 40 ms at 25 fps

@@ -7,7 +7,7 @@ operators of a tiny-model frame waited for the GIL, and a frame took twice as lo
 records the same operators, so the outputs are the eager ones; ``TracedCall`` checks that on the first call of each
 shape and runs eagerly when tracing fails or differs. Under CPU autocast (``model.precision: bf16``) the trace
 records the casts autocast made while tracing, and replays them with autocast off. On CUDA the stages are replayed
-from CUDA graphs instead (``avatar.stream_cuda``).
+from CUDA graphs instead (``avatar.stream.cuda``).
 """
 
 from __future__ import annotations

@@ -19,16 +19,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from avatar.cfg import CfgScales, NoGuidance
 from avatar.errors import InputError
-from avatar.motion import MotionGenerator
+from avatar.motion.generator import MotionGenerator
 from avatar.precision import Precision
 from avatar.renderer import Renderer, to_uint8
-from avatar.sampler import sample_latents
-from avatar.stream_core import StreamCore
-from avatar.stream_cuda import GraphedCall
-from avatar.stream_ladder import Rung
-from avatar.stream_traced import TracedCall
+from avatar.sampling.cfg import CfgScales, NoGuidance
+from avatar.sampling.sampler import sample_latents
+from avatar.stream.core import StreamCore
+from avatar.stream.cuda import GraphedCall
+from avatar.stream.ladder import Rung
+from avatar.stream.traced import TracedCall
 
 
 def group_by_rung(requests: Sequence[tuple[StreamCore, Rung]]) -> list[tuple[list[StreamCore], Rung]]:

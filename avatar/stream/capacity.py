@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from avatar.stream_core import StreamCore
-from avatar.stream_ladder import Rung
+from avatar.stream.core import StreamCore
+from avatar.stream.ladder import Rung
 
 UTILISATION = 0.8  # of the cores or the device, leaving room for LiveKit, the VADs and bursts
 TICK_MS = 40.0

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from avatar.cfg import CfgScales
 from avatar.errors import InputError
+from avatar.sampling.cfg import CfgScales
 
 if TYPE_CHECKING:
-    from avatar.motion import MotionGenerator
+    from avatar.motion.generator import MotionGenerator
 
 MIN_STEPS, MAX_STEPS = 1, 20
 NUM_TRAIN_TIMESTEPS = 1000

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar.stream_ladder import Rung
-from avatar.stream_queues import FRAME_SAMPLES
+from avatar.stream.ladder import Rung
+from avatar.stream.queues import FRAME_SAMPLES
 
 RISE = 2.0  # RMS ratio to the tick before (6 dB)
 FLOOR = 0.02  # RMS, as a fraction of full scale

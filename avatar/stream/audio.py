@@ -18,8 +18,8 @@ and never re-encodes the history. Two settings of the same computation:
   stream does not have. A window of exact zeros is not encoded: its feature is cached (it depends only on the
   window's length and the frame's place in it), so a silent stream costs nothing.
 - full context (fidelity): the lookahead given with each frame is the rest of the clip and the window has no left
-  bound, so the window is the whole padded clip, normalised exactly as ``avatar.audio.normalize_utterance`` and
-  downsampled with ``avatar.audio.to_25fps``: the features equal the offline ones. The window is identical for
+  bound, so the window is the whole padded clip, normalised exactly as ``avatar.motion.audio.normalize_utterance`` and
+  downsampled with ``avatar.motion.audio.to_25fps``: the features equal the offline ones. The window is identical for
   every frame, so it is encoded once (the encoding is cached with the window's content).
 
 Frame indices here are timeline frames: 0 … 93 are the silent prefix, frame 94 is the stream's first 40 ms.
@@ -32,10 +32,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from avatar.audio import NORM_EPS, SAMPLES_PER_FRAME, TAIL_PAD, AudioEncoder, normalize_utterance, to_25fps
 from avatar.errors import InputError
-from avatar.stream_cuda import GraphedCall
-from avatar.stream_traced import TracedCall
+from avatar.motion.audio import NORM_EPS, SAMPLES_PER_FRAME, TAIL_PAD, AudioEncoder, normalize_utterance, to_25fps
+from avatar.stream.cuda import GraphedCall
+from avatar.stream.traced import TracedCall
 
 
 class _Timeline:
@@ -96,8 +96,8 @@ class StreamFeatures:
         if left_context_frames < 0:
             raise InputError(f"left context must be >= 0 frames, got {left_context_frames}")
         self.encoder = encoder
-        # every bounded window has the same length: one trace (``avatar.stream_traced``) on the CPU, or one CUDA
-        # graph (``avatar.stream_cuda``), serves the whole stream
+        # every bounded window has the same length: one trace (``avatar.stream.traced``) on the CPU, or one CUDA
+        # graph (``avatar.stream.cuda``), serves the whole stream
         self._encoder: Callable[[torch.Tensor], torch.Tensor] = TracedCall(
             encoder, "audio encoder", [encoder], enabled=trace and not full_context
         )

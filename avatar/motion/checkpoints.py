@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from avatar.config import MotionConfig
-from avatar.motion import MotionGenerator
-from avatar.weights_file import GET_WEIGHTS, CheckpointError, read_weights, save_safetensors, state_dict_of
+from avatar.motion.config import MotionConfig
+from avatar.motion.generator import MotionGenerator
+from avatar.weights.reader import GET_WEIGHTS, CheckpointError, read_weights, save_safetensors, state_dict_of
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ self audio out at once, whatever the model is doing, so the voice keeps real-tim
 picture. The tick then goes to the motion thread, which always works on the newest tick: the audio of every tick
 enters the model's window, but when it is behind it generates a latent only for the newest and interpolates the ones
 in between. On a rung that skips ticks, the ticks it generates and renders follow the sound onsets of the agent's
-voice (``avatar.stream_keyframes``). The render thread always renders the newest latent. A picture that comes too
+voice (``avatar.stream.keyframes``). The render thread always renders the newest latent. A picture that comes too
 late for its tick is dropped by the publisher, which repeats the last one. ``QualityGovernor``
-(``avatar.stream_ladder``) moves the engine down the quality ladder when a thread cannot keep up and back up with
+(``avatar.stream.ladder``) moves the engine down the quality ladder when a thread cannot keep up and back up with
 hysteresis. The two model threads run at a lower CPU priority (``stream.worker_nice``) than the event loop and
 LiveKit's media threads, the motion thread lower still (``stream.motion_extra_nice``: a picture has a deadline, the
 audio of the ticks between pictures has none), and the process's GIL switch interval is set from
@@ -47,16 +47,16 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from avatar.cfg import CfgScales
-from avatar.motion import MotionGenerator
+from avatar.motion.generator import MotionGenerator
 from avatar.renderer import Renderer
+from avatar.sampling.cfg import CfgScales
 from avatar.settings import ModelSettings, StreamSettings
-from avatar.stream_clock import FrameClock
-from avatar.stream_core import STAGES, StageTimer, StreamCore
-from avatar.stream_frames import AudioTick, StreamFrame
-from avatar.stream_keyframes import FORESIGHT, Keyframes
-from avatar.stream_ladder import QualityGovernor, ladder, rung_index
-from avatar.stream_queues import (
+from avatar.stream.clock import FrameClock
+from avatar.stream.core import STAGES, StageTimer, StreamCore
+from avatar.stream.frames import AudioTick, StreamFrame
+from avatar.stream.keyframes import FORESIGHT, Keyframes
+from avatar.stream.ladder import QualityGovernor, ladder, rung_index
+from avatar.stream.queues import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     LiveBuffer,
@@ -72,7 +72,7 @@ TIMING_WINDOW = 500  # frames kept for the per-stage percentiles in ``stats``
 
 
 class Portrait(Protocol):
-    """What the engine reads of a prepared portrait (``avatar.portrait.PortraitState``)."""
+    """What the engine reads of a prepared portrait (``avatar.media.portrait.PortraitState``)."""
 
     m0: Any  # [1, 512]
     f_app: Any  # appearance volume

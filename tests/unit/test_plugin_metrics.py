@@ -81,3 +81,21 @@ def test_a_session_summary_is_livekits_avatar_metrics_with_the_videos_figures() 
     assert (metrics.pictures_dropped, metrics.rung, metrics.segments) == (1, "third", 1)
     assert (metrics.playback_latency_p50_ms, metrics.listening_latency_p50_ms, metrics.frame_p50_ms) == (90, 180, 120)
     assert metrics.unique_fps == summary.video["unique_fps"]
+
+
+def test_a_session_whose_pictures_miss_their_slots_is_told_once_what_to_change(caplog) -> None:
+    recorder = MetricsRecorder(fps=25)
+
+    def interval(shown: int, dropped: int) -> list:
+        recorder.on_video_slot(shown=shown, repeated=0, dropped=dropped)
+        with caplog.at_level("WARNING", logger="livekit.plugins.dystream"):
+            caplog.clear()
+            recorder.summarize()
+        return [record for record in caplog.records if "miss their slots" in record.getMessage()]
+
+    assert interval(shown=90, dropped=10) == []  # a few late pictures: the ladder's business
+    warned = interval(shown=60, dropped=40)
+    assert len(warned) == 1
+    assert "avatar.playout_lead_ms" in warned[0].getMessage()
+    assert (warned[0].pictures, warned[0].dropped) == (100, 40)  # this interval's, not the session's
+    assert interval(shown=50, dropped=50) == []  # once a session

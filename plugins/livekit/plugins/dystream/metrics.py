@@ -130,6 +130,10 @@ def _percentiles(values: deque[float] | list[float], *names: str) -> dict[str, f
     return {k: round(v, 3) for k, v in out.items()}
 
 
+LATE_SHARE = 0.25  # of the pictures of a summary interval that came after their slot: warn
+LATE_MIN_PICTURES = 10
+
+
 @dataclass
 class MetricsRecorder:
     """Collects frame and session metrics; ``emit`` receives every ``FrameMetrics`` and ``SessionMetrics``."""
@@ -155,6 +159,8 @@ class MetricsRecorder:
         self._rung_frames: dict[str, int] = {}
         self._rung = "full"
         self._last_summary = time.perf_counter()
+        self._video_at_summary = dict(self._video)
+        self._warned_late = False
 
     def on_frame(self, metrics: FrameMetrics) -> None:
         self.frames += 1
@@ -234,9 +240,10 @@ class MetricsRecorder:
         )
 
     def summarize(self, *, final: bool = False) -> SessionMetrics:
-        """Build, log (info) and emit the session summary."""
+        """Build, log (info) and emit the session summary; warn (once a session) when pictures miss their slots."""
         self._last_summary = time.perf_counter()
         summary = self.summary(final=final)
+        self._warn_if_late(summary)
         logger.info(
             "avatar session metrics",
             extra={
@@ -256,6 +263,26 @@ class MetricsRecorder:
         )
         self._send(summary)
         return summary
+
+    def _warn_if_late(self, summary: SessionMetrics) -> None:
+        """A machine too slow for the engine's lowest rung: many pictures come after their slot and the video shows
+        the last one again instead. Say so once, with what to change."""
+        shown, dropped = (self._video[k] - self._video_at_summary[k] for k in ("shown", "dropped"))
+        self._video_at_summary = dict(self._video)
+        if self._warned_late or shown + dropped < LATE_MIN_PICTURES or dropped < LATE_SHARE * (shown + dropped):
+            return
+        self._warned_late = True
+        logger.warning(
+            "avatar pictures miss their slots: the engine needs longer per picture than the playout lead and the "
+            "video delay give it; raise avatar.playout_lead_ms (avatar.remote_playout_lead_ms on an avatar worker) "
+            "or run the model on a faster device",
+            extra={
+                "pictures": shown + dropped,
+                "dropped": dropped,
+                "engine_ms": dict(summary.stage_ms.get("total", {})),
+                "rung": summary.rung,
+            },
+        )
 
     def _send(self, metrics: FrameMetrics | SessionMetrics) -> None:
         if self.emit is None:

@@ -48,7 +48,7 @@ def frames_of(audio: np.ndarray, rate: int = 16000, ms: int = 20, channels: int 
 
 
 class Recorder:
-    """Consumes the generator like AvatarRunner._forward_video, recording what comes out and when."""
+    """Consumes the generator like DyStreamRunner._forward, recording what comes out and when."""
 
     def __init__(self, generator: DyStreamVideoGenerator) -> None:
         self.generator = generator
@@ -131,7 +131,7 @@ async def engine():
 
 
 async def push_segment(generator: DyStreamVideoGenerator, audio: np.ndarray, **kw) -> None:
-    """What AvatarRunner._read_audio does for one segment."""
+    """What DyStreamRunner._read_audio does for one segment."""
     for frame in frames_of(audio, **kw):
         await generator.push_audio(frame)
     await generator.push_audio(AudioSegmentEnd())
@@ -224,14 +224,13 @@ async def test_empty_segment_gets_its_end_at_once(engine) -> None:
 
 async def test_clear_buffer_flushes_speech_and_the_audio_queue_within_a_frame(engine) -> None:
     playout = PlayoutSource(16000, 1, lead_s=0.0, frame_s=0.04)
-    av_sync = rtc.AVSynchronizer(audio_source=playout, video_source=rtc.VideoSource(128, 128), video_fps=25)
     metrics = MetricsRecorder(fps=25)
     generator = DyStreamVideoGenerator(engine, metrics=metrics)
-    generator.attach_av_sync(av_sync)
+    generator.attach_audio_source(playout)
     items: list[tuple[float, object]] = []
     arrived = asyncio.Event()
 
-    async def forward() -> None:  # DyStreamRunner._forward_video's audio, into a real audio source
+    async def forward() -> None:  # DyStreamRunner._forward's audio, into a real audio source
         async for item in generator:
             items.append((time.perf_counter(), item))
             if isinstance(item, TickAudio) and item.frame is not None:
@@ -254,7 +253,7 @@ async def test_clear_buffer_flushes_speech_and_the_audio_queue_within_a_frame(en
     await until(pictures_carry_on, arrived, 10.0, lambda: "the video stopped after the interruption")
     forwarder.cancel()
     await asyncio.gather(forwarder, return_exceptions=True)
-    await av_sync.aclose()
+    await playout.aclose()
     after = "".join(_kind(item) for t, item in items if t >= cleared_at)
     print(f"interruption flush: {flush_ms:.2f} ms")
     assert flush_ms < 40

@@ -1,4 +1,4 @@
-"""The generator inside DyStreamRunner (livekit-agents' AvatarRunner) and QueueAudioOutput, on a duck-typed room:
+"""The generator inside DyStreamRunner and livekit's QueueAudioOutput, on a duck-typed room:
 every segment gets exactly one playback_finished, whether it plays out or is interrupted, 100 times in a row; and
 DyStreamRunner's own accounting of audio queued across an interruption."""
 
@@ -64,7 +64,7 @@ async def avatar():
     generator = DyStreamVideoGenerator(engine)
     options = AvatarOptions(video_width=128, video_height=128, video_fps=25, audio_sample_rate=16000, audio_channels=1)
     runner = DyStreamRunner(room, audio_recv=audio, video_gen=generator, options=options)
-    generator.attach_av_sync(runner.av_sync)
+    generator.attach_audio_source(runner.audio_source)
     await engine.start()
     await runner.start()
     speech = read_wav("dyadic_self.wav")[int(2.3 * 16000) :]
@@ -148,7 +148,7 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
     speech = rtc.AudioFrame(bytes(1280), 16000, 1, 640)
 
     waiting, gate, captured = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    capture = runner._playout.capture_frame
+    capture = runner.audio_source.capture_frame
 
     async def slow_capture(frame: rtc.AudioFrame) -> float:
         if frame is speech and not gate.is_set():
@@ -159,7 +159,7 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
             return position
         return await capture(frame)
 
-    runner._playout.capture_frame = slow_capture  # type: ignore[method-assign]
+    runner.audio_source.capture_frame = slow_capture  # type: ignore[method-assign]
     await agent.say(0.04)  # the receiver side: a segment is playing
     for item in (TickAudio(0, speech), TickVideo(0, video, "full")):
         generator.items.put_nowait(item)

@@ -6,7 +6,7 @@
 Two modes (``mode=`` or ``settings.avatar.mode``):
 
 - ``"in-process"`` (default): the avatar runs inside the agent's job. The agent's speech goes to a
-  ``QueueAudioOutput(sample_rate=16000, wait_playback_start=True)`` read by an ``AvatarRunner`` driving our
+  ``QueueAudioOutput(sample_rate=16000, wait_playback_start=True)`` read by our ``DyStreamRunner`` driving our
   generator; the agent's own participant publishes ``avatar_audio``/``avatar_video``. The models are loaded once
   per process (``load_models``, ideally from the prewarm hook). ``aclose()`` never asks the server to remove a
   participant: the avatar's identity is the agent's own.

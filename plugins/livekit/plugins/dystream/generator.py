@@ -25,7 +25,7 @@ end straight away.
 
 Interruption: ``clear_buffer`` drops the queued speech in the engine (``clear_self``), the speech ticks we still
 hold (they become idle ticks), and the audio queued in the runner's audio source with the video slots it had
-(``av_sync.clear_queue()`` → ``PlayoutSource.clear_queue``); the next tick is silent.
+(``PlayoutSource.clear_queue``); the next tick is silent.
 
 The agent's audio is expected at 16 kHz mono (``QueueAudioOutput(sample_rate=16000)`` and
 ``DataStreamAudioOutput(sample_rate=16000)`` make the agent resample for us); other rates or channel counts are
@@ -97,7 +97,7 @@ class Engine(Protocol):
 
 
 class DyStreamVideoGenerator(VideoGenerator):
-    """Frames from ``engine`` for ``AvatarRunner``; see the module docstring for the protocol."""
+    """Frames from ``engine`` for ``DyStreamRunner``; see the module docstring for the protocol."""
 
     def __init__(
         self,
@@ -121,7 +121,7 @@ class DyStreamVideoGenerator(VideoGenerator):
         self._speech = HeardSpeech(state, frame_ms=self._frame_ms, delay_s=state_delay_s) if state is not None else None
         self._metrics = metrics
         self._overlay = diagnostic_overlay
-        self._av_sync: rtc.AVSynchronizer | None = None
+        self._audio_source: rtc.AudioSource | None = None
         self._to16k = To16kMono()
 
         # the segment the runner is pushing: opened by its first audio frame, closed by AudioSegmentEnd
@@ -147,11 +147,11 @@ class DyStreamVideoGenerator(VideoGenerator):
 
     # -- wiring
 
-    def attach_av_sync(self, av_sync: rtc.AVSynchronizer) -> None:
-        """Give the generator the runner's synchronizer, so an interruption also flushes its queues."""
-        self._av_sync = av_sync
+    def attach_audio_source(self, source: rtc.AudioSource) -> None:
+        """Give the generator the runner's audio source, so an interruption also drops the speech queued there."""
+        self._audio_source = source
 
-    # -- input (AvatarRunner._read_audio)
+    # -- input (the runner reads the agent's speech into this)
 
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if self._closed:
@@ -200,7 +200,7 @@ class DyStreamVideoGenerator(VideoGenerator):
             self._engine.end_self_segment()
         await waiter
 
-    # -- interruption (AvatarRunner._on_clear_buffer)
+    # -- interruption (the runner passes the receiver's clear_buffer on)
 
     async def clear_buffer(self) -> None:
         started = time.perf_counter()
@@ -223,8 +223,8 @@ class DyStreamVideoGenerator(VideoGenerator):
         self._release_end_waiters()
         if self._speech is not None:
             self._speech.end()
-        if self._av_sync is not None:
-            await self._av_sync.clear_queue()
+        if self._audio_source is not None:
+            self._audio_source.clear_queue()
         flush_ms = (time.perf_counter() - started) * 1000.0
         if self._metrics is not None:
             self._metrics.on_interruption(flush_ms)
@@ -236,7 +236,7 @@ class DyStreamVideoGenerator(VideoGenerator):
                 waiter.set_result(None)
         self._end_waiters.clear()
 
-    # -- output (AvatarRunner._forward_video)
+    # -- output (the runner plays and shows this)
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
-from livekit.agents.voice.avatar import AudioReceiver, AvatarOptions, AvatarRunner
+from livekit.agents.voice.avatar import AudioReceiver, AvatarOptions
 
 from .generator import DyStreamVideoGenerator
 from .listener import UserListener
@@ -32,7 +32,7 @@ from .state_attribute import StateAttributePublisher
 class AvatarPipeline:
     engine: Any  # avatar.stream.engine.AvatarStream
     generator: DyStreamVideoGenerator
-    runner: AvatarRunner
+    runner: DyStreamRunner
     listener: UserListener
     state: ConversationState
     metrics: MetricsRecorder
@@ -79,7 +79,7 @@ class AvatarPipeline:
             playout_lead_ms=settings.avatar.playout_lead_ms,
             metrics=metrics,
         )
-        generator.attach_av_sync(runner.av_sync)
+        generator.attach_audio_source(runner.audio_source)
         listener = UserListener(
             room,
             engine.push_other,

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from .pipeline import AvatarPipeline
 
 BuildEngine = Callable[[Any, DyStreamSettings], Awaitable[tuple[Any, tuple[int, int]]]]
-_active_sessions = 0
 AGENT_WAIT_S = 30.0
 LINKED_USER_ATTRIBUTE = "dystream.linked_user"  # on the agent's participant: the user its session listens to
 LINKED_USER_CHECK_S = 1.0
@@ -202,12 +201,11 @@ async def accept_avatar_job(request: JobRequest) -> None:
     )
 
 
-def avatar_worker_load(server: AgentServer | None = None, *, limit: int | None = None) -> float:
-    """The worker's load for LiveKit's balancing: active avatar sessions over the sessions it may run (``limit``,
-    default ``avatar.max_sessions_per_worker``)."""
+def avatar_worker_load(server: AgentServer, *, limit: int | None = None) -> float:
+    """The worker's load for LiveKit's balancing (its ``load_fnc``): the server's active jobs, one avatar each, over
+    the sessions it may run (``limit``, default ``avatar.max_sessions_per_worker``)."""
     limit = limit or read_settings().avatar.max_sessions_per_worker or 1
-    active = len(server.active_jobs) if server is not None else _active_sessions
-    return min(1.0, active / limit)
+    return min(1.0, len(server.active_jobs) / limit)
 
 
 async def run_avatar_job(
@@ -218,7 +216,6 @@ async def run_avatar_job(
     ``build(portrait, settings) -> (engine, (width, height))`` makes the engine; default ``models.build_engine``
     (the process's cached models and the prepared portrait).
     """
-    global _active_sessions
     from livekit.agents import AutoSubscribe, utils
     from livekit.agents.voice.avatar import DataStreamAudioReceiver
 
@@ -264,14 +261,7 @@ async def run_avatar_job(
         agent_identity=info.agent_identity,
         linked_identity=lambda: linked_user_of(room, info.agent_identity) or info.user_identity,
     )
-    _active_sessions += 1
-
-    async def close() -> None:
-        global _active_sessions
-        _active_sessions -= 1
-        await pipeline.aclose()
-
-    ctx.add_shutdown_callback(close)
+    ctx.add_shutdown_callback(pipeline.aclose)
 
     def on_participant_disconnected(participant: rtc.RemoteParticipant) -> None:
         if participant.identity == info.agent_identity:

@@ -1,6 +1,6 @@
-"""A duck-typed room for running ``AvatarRunner`` and the avatar session without a LiveKit server (tests, demos).
+"""A duck-typed room for running ``DyStreamRunner`` and the avatar session without a LiveKit server (tests, demos).
 
-``AvatarRunner`` needs only ``isconnected()``, the ``connection_state_changed`` event and
+``DyStreamRunner`` needs only ``isconnected()``, the ``connection_state_changed`` event and
 ``local_participant.publish_track(...)`` whose result has ``wait_for_subscription()``; the session and the listener
 also read ``name``, ``remote_participants`` and the local participant's identity, and write its attributes. Tracks
 published here are recorded, not sent. Remote participants are added and removed with ``join``/``leave``, which

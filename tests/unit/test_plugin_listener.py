@@ -10,8 +10,8 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.plugins.dystream.listener import UserListener
-from livekit.plugins.dystream.state import ConversationState
-from livekit.plugins.dystream.testing import FakeRoom
+from livekit.plugins.dystream.state import AvatarState, ConversationState, StateChangedEvent
+from livekit.plugins.dystream.testing import FakeRoom, next_event
 
 from config.settings import VadSettings, get_settings
 
@@ -65,11 +65,8 @@ def test_pick_skips_the_agent_its_avatar_and_other_agents() -> None:
     assert unlinked.pick() is None  # the session has linked no one yet
 
 
-async def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+def user_speaks(event: StateChangedEvent) -> bool:
+    return event.new_state in (AvatarState.LISTENING, AvatarState.BOTH)
 
 
 async def test_follows_the_user_out_and_back_and_gates_their_silence() -> None:
@@ -78,35 +75,45 @@ async def test_follows_the_user_out_and_back_and_gates_their_silence() -> None:
     state = ConversationState(settings)
     room = FakeRoom(local_identity="agent")
     fed: list[np.ndarray] = []
+    all_fed = asyncio.Event()
     opened: list[tuple[str, FileMicrophone]] = []
+
+    def feed(pcm: np.ndarray) -> None:
+        fed.append(pcm)
+        if sum(map(len, fed)) >= len(user_audio) - 320:
+            all_fed.set()
 
     def open_stream(participant):
         mic = FileMicrophone(user_audio)
         opened.append((participant.identity, mic))
         return mic
 
-    listener = UserListener(room, feed=fed.append, state=state, vad=settings, open_stream=open_stream)
+    listener = UserListener(room, feed=feed, state=state, vad=settings, open_stream=open_stream)
     listener.start()
-    await asyncio.sleep(0.05)
-    assert opened == [] and fed == []  # nobody to listen to: nothing pushed (the engine plays silence)
+    assert listener.pick() is None  # nobody to listen to: nothing is opened, nothing pushed (the engine hears silence)
 
+    followed, speaking = next_event(listener, "user_changed"), next_event(state, "state_changed", user_speaks)
     room.join("alice")
-    await wait_until(lambda: state.active("other"))
-    assert listener.user_identity == "alice"
-    await wait_until(lambda: sum(map(len, fed)) >= len(user_audio) - 320)
+    assert await followed == "alice" and listener.user_identity == "alice"
+    await speaking
+    await asyncio.wait_for(all_fed.wait(), 5.0)
+    assert [identity for identity, _ in opened] == ["alice"]  # no one before her
     heard = np.concatenate(fed)
     assert np.mean(heard[8000:32000] == user_audio[8000:32000]) > 0.95  # speech passes untouched
     assert not heard[40000:].any()  # silence is exact zeros
-    await wait_until(lambda: not state.active("other"))  # the user stopped talking
+    if state.active("other"):  # the user stopped talking: the state follows once the hysteresis lets go
+        await next_event(state, "state_changed", lambda event: not user_speaks(event))
 
+    left = next_event(listener, "user_changed")
     room.leave("alice")
-    await wait_until(lambda: opened[0][1].closed)
-    assert listener.user_identity is None
+    assert await left is None and listener.user_identity is None
+    assert opened[0][1].closed
 
+    followed, speaking = next_event(listener, "user_changed"), next_event(state, "state_changed", user_speaks)
     room.join("alice")  # back again: a new stream
-    await wait_until(lambda: len(opened) == 2)
+    assert await followed == "alice"
     assert [identity for identity, _ in opened] == ["alice", "alice"]
-    await wait_until(lambda: state.active("other"))
+    await speaking
     await listener.aclose()
     assert opened[1][1].closed
     assert not state.active("other")
@@ -131,14 +138,16 @@ async def test_switches_to_the_linked_user() -> None:
         open_stream=open_stream,
     )
     listener.start()
-    await wait_until(lambda: not listener._changed.is_set())  # the first choice has been made
-    assert opened == [] and listener.user_identity is None  # the session has linked no one yet
+    assert listener.pick() is None  # the session has linked no one yet: not alice, not bob
+    followed = next_event(listener, "user_changed")
     linked[0] = "bob"  # the agent session linked bob later: picked up by the periodic check
-    await wait_until(lambda: opened == ["bob"], timeout=3.0)
-    assert listener.user_identity == "bob"
+    assert await followed == "bob"
+    assert opened == ["bob"] and listener.user_identity == "bob"  # and no one before him
+    left = next_event(listener, "user_changed")
     room.leave("bob")  # bob drops: the agent hears no one, nor does the avatar (alice is still there)
-    await wait_until(lambda: listener.user_identity is None, timeout=3.0)
+    assert await left is None and listener.user_identity is None
+    followed = next_event(listener, "user_changed")
     room.join("bob")  # bob is back: followed again
-    await wait_until(lambda: opened == ["bob", "bob"], timeout=3.0)
-    assert listener.user_identity == "bob"
+    assert await followed == "bob"
+    assert opened == ["bob", "bob"]
     await listener.aclose()

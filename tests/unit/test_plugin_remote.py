@@ -31,7 +31,7 @@ from livekit.plugins.dystream.remote import (
     run_avatar_job,
 )
 from livekit.plugins.dystream.state_attribute import ATTRIBUTE_STATE
-from livekit.plugins.dystream.testing import FakeRoom, tiny_engine
+from livekit.plugins.dystream.testing import FakeRoom, next_event, tiny_engine
 
 from config.settings import Settings, get_settings
 
@@ -141,11 +141,9 @@ def test_worker_load_counts_active_sessions(monkeypatch) -> None:
     assert avatar_worker_load(SimpleNamespace(active_jobs=[object()] * 3), limit=4) == 0.75  # measured capacity
 
 
-async def wait_until(condition, timeout: float = 8.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+def rpc_performed(room: FakeRoom, method: str):
+    """The avatar's next call of ``method`` on the agent (to await later)."""
+    return next_event(room, "rpc_performed", lambda dest, called, _: (dest, called) == ("agent-1", method), timeout=8.0)
 
 
 async def test_avatar_job_serves_the_agent_over_data_streams_and_rpc(monkeypatch) -> None:
@@ -178,25 +176,28 @@ async def test_avatar_job_serves_the_agent_over_data_streams_and_rpc(monkeypatch
                 return [payload for dest, m, payload in local.rpc_calls if m == method and dest == "agent-1"]
 
             # one segment, played to its end: started, then finished (not interrupted) at its length
+            finished = rpc_performed(room, RPC_PLAYBACK_FINISHED)
             stream = room.send_byte_stream(
                 AUDIO_STREAM_TOPIC, "agent-1", [speech[:8000].tobytes()], {"sample_rate": "16000", "num_channels": "1"}
             )
             stream.close()
-            await wait_until(lambda: rpcs(RPC_PLAYBACK_FINISHED))
+            await finished
             assert len(rpcs(RPC_PLAYBACK_STARTED)) == 1
-            finished = json.loads(rpcs(RPC_PLAYBACK_FINISHED)[0])
-            assert finished["interrupted"] is False and abs(finished["playback_position"] - 0.5) < 0.041
+            report = json.loads(rpcs(RPC_PLAYBACK_FINISHED)[0])
+            assert report["interrupted"] is False and abs(report["playback_position"] - 0.5) < 0.041
             assert [p.name for p in local.published] == ["avatar_audio", "avatar_video"]
 
             # a second segment, interrupted by the agent's lk.clear_buffer
+            started = rpc_performed(room, RPC_PLAYBACK_STARTED)
             stream = room.send_byte_stream(
                 AUDIO_STREAM_TOPIC, "agent-1", [speech[:48000].tobytes()], {"sample_rate": "16000", "num_channels": "1"}
             )
-            await wait_until(lambda: len(rpcs(RPC_PLAYBACK_STARTED)) == 2)
-            await asyncio.sleep(0.3)
+            await started
+            await asyncio.sleep(0.3)  # it plays for a while
+            finished = rpc_performed(room, RPC_PLAYBACK_FINISHED)
             assert await room.call_rpc(RPC_CLEAR_BUFFER, "agent-1") == "ok"
             stream.close()
-            await wait_until(lambda: len(rpcs(RPC_PLAYBACK_FINISHED)) == 2)
+            await finished
             interrupted = json.loads(rpcs(RPC_PLAYBACK_FINISHED)[1])
             assert interrupted["interrupted"] is True and 0.1 < interrupted["playback_position"] < 2.9
             await asyncio.sleep(0.3)

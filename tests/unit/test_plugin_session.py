@@ -83,13 +83,6 @@ def tiny_settings(tmp_path) -> Settings:
     )
 
 
-async def wait_until(condition, timeout: float = 8.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 def test_plugin_is_registered_and_downloads_the_weights(monkeypatch) -> None:
     [plugin] = [p for p in Plugin.registered_plugins if p.package == "livekit.plugins.dystream"]
     assert plugin.version == dystream.__version__

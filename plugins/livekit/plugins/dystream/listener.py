@@ -9,7 +9,8 @@ neither the agent nor publishing on behalf of the agent.
 Following: the choice is made again whenever someone joins or leaves, attributes change, the audio stream ends, or
 once a second (the agent session may link a user later). A new user gets a new ``rtc.AudioStream.from_participant``
 (``SOURCE_MICROPHONE``, 16 kHz, mono); that stream itself follows the user's microphone when they unpublish it and
-publish another (device switch). When there is no user, nothing is pushed and the engine hears silence.
+publish another (device switch). When there is no user, nothing is pushed and the engine hears silence. Each change
+is a ``"user_changed"`` event with the identity listened to now (None: no one), once the old stream is closed.
 
 Each chunk goes through a ``SpeechGate``: VAD windows reported to the conversation state (``"other"``), then passed
 to the engine, as exact zeros outside speech when ``settings.vad.gate_other`` is on. The VAD model runs on a thread of
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from livekit import rtc
@@ -52,7 +53,7 @@ def open_microphone(participant: rtc.Participant) -> rtc.AudioStream:
     )
 
 
-class UserListener:
+class UserListener(rtc.EventEmitter[Literal["user_changed"]]):
     def __init__(
         self,
         room: rtc.Room,
@@ -64,6 +65,7 @@ class UserListener:
         linked_identity: Callable[[], str | None] | None = None,
         open_stream: OpenStream = open_microphone,
     ) -> None:
+        super().__init__()
         vad = vad or VadSettings()
         self._room = room
         self._state = state
@@ -132,6 +134,7 @@ class UserListener:
         self._stream = self._open_stream(user)
         self._reader = asyncio.get_running_loop().create_task(self._read(self._stream))
         logger.info("listening to user", extra={"identity": user.identity})
+        self.emit("user_changed", user.identity)
 
     async def _stop_reading(self) -> None:
         if self._user is None:
@@ -151,6 +154,7 @@ class UserListener:
         self._to16k.reset()
         if self._state is not None:
             self._state.end("other")
+        self.emit("user_changed", None)
 
     async def _read(self, stream: AsyncIterator[Any]) -> None:
         # when the stream ends (the user left), the next periodic choice, at most a second later, opens another

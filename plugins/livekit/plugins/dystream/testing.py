@@ -5,7 +5,8 @@
 also read ``name``, ``remote_participants`` and the local participant's identity, and write its attributes. Tracks
 published here are recorded, not sent. Remote participants are added and removed with ``join``/``leave``, which
 emit the same events as a real room. RPC methods registered by the local participant can be invoked with
-``call_rpc`` (as if a remote participant called them); RPCs it performs are recorded in ``rpc_calls``. Byte streams
+``call_rpc`` (as if a remote participant called them); RPCs it performs are recorded in ``rpc_calls`` and emitted as
+the room's ``"rpc_performed"`` event (destination, method, payload). ``next_event`` waits for an event. Byte streams
 sent to it are delivered with ``send_byte_stream``, as the agent's ``DataStreamAudioOutput`` would send them.
 """
 
@@ -13,12 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from livekit import rtc
+
+
+def next_event(
+    emitter: rtc.EventEmitter[Any], name: str, accept: Callable[..., bool] = lambda *_: True, *, timeout: float = 5.0
+) -> Awaitable[Any]:
+    """The next ``name`` event of ``emitter`` whose arguments ``accept`` takes (its first argument, or None). It
+    listens from the call on, so call it before what causes the event, and await it after; ``timeout`` is a deadline
+    for an event that must come, not a pause."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on(*args: Any) -> None:
+        if not future.done() and accept(*args):
+            future.set_result(args[0] if args else None)
+
+    emitter.on(name, on)
+    future.add_done_callback(lambda _: emitter.off(name, on))
+    return asyncio.wait_for(future, timeout)
 
 
 @dataclass
@@ -54,6 +72,7 @@ class FakeLocalParticipant(FakeParticipant):
 
     async def perform_rpc(self, *, destination_identity: str, method: str, payload: str, **_: Any) -> str:
         self.rpc_calls.append((destination_identity, method, payload))
+        self._room.emit("rpc_performed", destination_identity, method, payload)
         return "ok"
 
     async def publish_track(self, track: Any, options: rtc.TrackPublishOptions) -> FakePublication:

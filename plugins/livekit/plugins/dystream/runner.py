@@ -108,11 +108,6 @@ class DyStreamRunner:
             asyncio.create_task(self._forward(), name="dystream-forward"),
         ]
 
-    async def wait_for_complete(self) -> None:
-        if not self._main_tasks:
-            raise RuntimeError("DyStreamRunner not started")
-        await asyncio.gather(*self._main_tasks)
-
     def _on_connection_state_changed(self, *_: object) -> None:
         if self._room.isconnected():
             self._connected.set()

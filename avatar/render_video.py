@@ -21,7 +21,9 @@ import torch
 from tqdm import tqdm
 
 from avatar.media.codec import MODEL_SAMPLE_RATE, check_writable, decode_audio, load_audio, write_mp4
-from avatar.media.portrait import PortraitInput, crop_portrait, prepare_portrait
+from avatar.media.face_crop import crop_portrait
+from avatar.media.image import PortraitInput
+from avatar.media.portrait import prepare_portrait
 from avatar.models import AvatarModels
 from avatar.offline import generate
 from avatar.renderer import to_uint8

@@ -40,8 +40,10 @@ from avatar.renderer import to_uint8
 from avatar.sampling.cfg import CfgScales
 from avatar.sampling.sampler import sample_latent
 from avatar.stream.batch import SessionBatch
-from avatar.stream.core import StreamCore, table_noise
+from avatar.stream.core import StreamCore
 from avatar.stream.ladder import ladder
+from avatar.stream.noise import table_noise
+from avatar.stream.warm_up import warm_up
 from bench.results_file import write_json_atomic
 from bench.stream import Models, build, machine, percentiles, read_wav_16k, stage_stats
 from config.settings import get_settings
@@ -128,7 +130,7 @@ def sessions_sweep(
         batched = [_core(models, i) for i in range(count)]
         alone = [_core(models, i) for i in range(count)]
         for core in alone:
-            core.warm_up()
+            warm_up(core)
 
         batch = SessionBatch.of(batched[0])
         times: dict[str, list[float]] = {"batched": [], "one_by_one": []}
@@ -187,7 +189,7 @@ def precision_sweep(models: Models, audio: tuple[np.ndarray, np.ndarray], frames
     runs: dict[str, dict[str, list]] = {}
     for name in PRECISIONS:
         core, run = _core(models, 0, name, noise), {"steps": [], "latents": [], "frames": [], "inputs": []}
-        core.warm_up()
+        warm_up(core)
         for tick in tqdm(range(frames + 1), desc=name, unit="frame"):
             history = core.history.clone()
             result = core.step(*talk.frame(tick))

@@ -54,9 +54,12 @@ from avatar.offline import generate
 from avatar.renderer import Renderer, RendererConfig, random_renderer, to_uint8
 from avatar.sampling.cfg import CfgScales, branch_gates
 from avatar.sampling.sampler import sample_latent
-from avatar.stream.core import STAGES, StreamCore, table_noise
+from avatar.stream.core import StreamCore
 from avatar.stream.engine import AudioTick, AvatarStream, StreamFrame
 from avatar.stream.ladder import ladder
+from avatar.stream.noise import table_noise
+from avatar.stream.timing import STAGES
+from avatar.stream.warm_up import warm_up
 from bench.results_file import write_json_atomic
 from config.settings import AvatarSettings, ModelSettings, StreamSettings, get_settings
 
@@ -162,7 +165,7 @@ def step_timings(models: Models, audio: tuple[np.ndarray, np.ndarray], frames: i
 
 def _our_steps(models: Models, audio: tuple[np.ndarray, np.ndarray]) -> Iterator[dict[str, float]]:
     core = _core(models, StreamSettings(), seed=0)
-    core.warm_up()
+    warm_up(core)
     for result in core.run_clip(audio[0], audio[1], render=True):
         yield result.timings_ms
 
@@ -462,7 +465,7 @@ def ladder_costs(models: Models, audio: tuple[np.ndarray, np.ndarray], frames: i
     out = []
     for rung in ladder(ModelSettings().steps):
         core = _core(models, settings, noise=table_noise(noise))
-        core.warm_up((rung,))
+        warm_up(core, (rung,))
         shown, motion_s, render_s, rendered = [], 0.0, 0.0, 0
         latent = last_generated = None
         for j, (a_self, a_other) in enumerate(_ticks(audio, settings, frames)):

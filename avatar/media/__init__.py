@@ -1,2 +1,3 @@
 """Media in and out: decoding audio and writing MP4 with PyAV (``codec``), and preparing the reference portrait
-(``portrait``: crop, m0, appearance volume, on-disk cache)."""
+(``portrait``: m0 and the appearance volume, from ``image`` (reading it), ``face_crop`` (the official crop) and
+``portrait_cache`` (the on-disk cache))."""

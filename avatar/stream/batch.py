@@ -26,9 +26,8 @@ from avatar.renderer import Renderer, to_uint8
 from avatar.sampling.cfg import CfgScales, NoGuidance
 from avatar.sampling.sampler import sample_latents
 from avatar.stream.core import StreamCore
-from avatar.stream.cuda import GraphedCall
 from avatar.stream.ladder import Rung
-from avatar.stream.traced import TracedCall
+from avatar.stream.stages import fast_call
 
 
 def group_by_rung(requests: Sequence[tuple[StreamCore, Rung]]) -> list[tuple[list[StreamCore], Rung]]:
@@ -122,13 +121,10 @@ class SessionBatch:
     def _call(
         self, key: tuple, fn: Callable[..., torch.Tensor], modules: list[torch.nn.Module], device: torch.device
     ) -> Callable[..., torch.Tensor]:
-        """``fn`` traced on the CPU (one trace per input shape), graphed on CUDA (one graph per ``key``)."""
-        if device.type == "cuda":
-            if key not in self._calls:
-                self._calls[key] = GraphedCall(fn, " ".join(map(str, key)), enabled=self.cuda_graphs)
-            return self._calls[key]
-        stage = key[:-1]  # the session count is part of the input shapes a trace is kept for
+        """``fn`` as a session's own step runs it (``fast_call``): one CUDA graph per ``key``, session count
+        included; on the CPU one trace per input shape, which the session count is part of."""
+        stage = key if device.type == "cuda" else key[:-1]
         if stage not in self._calls:
-            traced = self.trace and device.type == "cpu"
-            self._calls[stage] = TracedCall(fn, " ".join(map(str, stage)), modules, enabled=traced)
+            name = " ".join(map(str, stage))
+            self._calls[stage] = fast_call(fn, name, modules, device, trace=self.trace, cuda_graphs=self.cuda_graphs)
         return self._calls[stage]

@@ -19,6 +19,7 @@ import torch
 
 from avatar.stream.core import StreamCore
 from avatar.stream.ladder import Rung
+from avatar.stream.warm_up import warm_up
 
 UTILISATION = 0.8  # of the cores or the device, leaving room for LiveKit, the VADs and bursts
 TICK_MS = 40.0
@@ -36,7 +37,7 @@ class TickCost:
 
 def measure_tick_cost(core: StreamCore, rung: Rung, ticks: int = 24) -> TickCost:
     """Run ``core`` at ``rung`` for ``ticks`` ticks of speech-like noise (after a warm-up) and time it."""
-    core.warm_up((rung,))
+    warm_up(core, (rung,))
     rng = np.random.default_rng(0)
     motion_s = render_s = 0.0
     latent = None

@@ -16,16 +16,18 @@ The flow source is the first generated latent, as the official ``app.py`` render
 its latent, so there is never a frame to render before it); ``flow_source="anchor"`` renders from m0 as the
 forks do.
 
+Its fixed-shape stages run traced on the CPU or from CUDA graphs (``avatar.stream.stages``), warmed up before a live
+frame by ``avatar.stream.warm_up``; its start latents come from ``avatar.stream.noise``.
+
 Timeline: the step for frame j gets the frame's own 40 ms of each stream plus that stream's lookahead (the audio
 right after it). Generated frame j conditions on audio frame j (its last transformer token), as offline.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,41 +36,14 @@ from avatar.errors import InputError
 from avatar.motion.audio import SAMPLES_PER_FRAME
 from avatar.motion.generator import MotionGenerator
 from avatar.precision import Precision
-from avatar.renderer import Renderer, frames_to_uint8
-from avatar.sampling.cfg import ALL_BRANCH, CfgScales, NoGuidance, branch_gates
-from avatar.sampling.sampler import check_steps, sample_latent
+from avatar.renderer import Renderer
+from avatar.sampling.cfg import ALL_BRANCH, CfgScales, branch_gates
+from avatar.sampling.sampler import check_steps
 from avatar.stream.audio import StreamFeatures
-from avatar.stream.cuda import GraphedCall, RenderStream
-from avatar.stream.ladder import Rung, StageCosts
-from avatar.stream.traced import TracedCall
-
-STAGES = ("audio", "transformer", "head", "render", "total")
-NoiseFn = Callable[[int], torch.Tensor]
-
-
-def seeded_noise(seed: int | None, face_dim: int, device: torch.device | str = "cpu") -> NoiseFn:
-    """Start latents of frames 0, 1, … drawn in order from one generator on ``device`` (no copy from the host): the
-    draws of ``offline.generate(seed)`` on that device (frame j always gets draw j, also when frames before it were
-    skipped)."""
-    generator = torch.Generator(device).manual_seed(int(seed) if seed is not None else int(torch.seed()))
-    drawn = [0]  # frames drawn so far: a frame that is not generated still takes its draw
-
-    def draw(j: int) -> torch.Tensor:
-        while drawn[0] < j:
-            torch.randn(face_dim, generator=generator, device=device)
-            drawn[0] += 1
-        drawn[0] += 1
-        return torch.randn(face_dim, generator=generator, device=device)
-
-    return draw
-
-
-def table_noise(table: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> NoiseFn:
-    """Start latents from a table: row j for frame j (e.g. the parity set's recorded noise), kept on ``device``
-    (default: where the table is)."""
-    rows = table if torch.is_tensor(table) else torch.as_tensor(np.asarray(table, dtype=np.float32))
-    rows = rows.to(device=device, dtype=torch.float32) if device is not None else rows.float()
-    return lambda j: rows[j]
+from avatar.stream.ladder import Rung
+from avatar.stream.noise import NoiseFn, seeded_noise
+from avatar.stream.stages import StepStages
+from avatar.stream.timing import StageTimer
 
 
 @dataclass
@@ -102,13 +77,7 @@ class StreamCore:
         cuda_graphs: bool = True,
         trace: bool = True,
     ) -> None:
-        for name, value in (("lookahead_self_ms", lookahead_self_ms), ("lookahead_other_ms", lookahead_other_ms)):
-            if not 0 <= value <= 200 and not full_context:
-                raise InputError(f"{name} must be 0–200 ms, got {value} (DYSTREAM_STREAM__{name.upper()})")
-        if left_context_ms < 0:
-            raise InputError(f"left_context_ms must be >= 0, got {left_context_ms} (DYSTREAM_STREAM__LEFT_CONTEXT_MS)")
-        if flow_source not in ("first", "anchor"):
-            raise InputError(f"flow_source must be 'first' or 'anchor', got {flow_source!r}")
+        _check_options(lookahead_self_ms, lookahead_other_ms, left_context_ms, full_context, flow_source)
         if renderer is not None and f_app is None:
             raise InputError("f_app is required to render: pass the portrait's appearance volume (encode_portrait)")
         self.motion = motion
@@ -156,20 +125,8 @@ class StreamCore:
         self._stand_ins = 0  # newest frames whose token is a stand-in (``hear(encode=False)``)
 
         self.precision = Precision(precision, self.device)
-        on_cuda = self.device.type == "cuda" and cuda_graphs
-        self._trace = trace and self.device.type == "cpu"
-        self._condition: Any = GraphedCall(motion.condition, "transformer", enabled=on_cuda)
-        if self._trace:
-            self._condition = TracedCall(motion.condition, "transformer", [motion])
-        self._cuda_graphs = on_cuda
-        self._samplers: dict[tuple[int, bool], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
-        self._render_stream = RenderStream(renderer.device) if renderer is not None else None
-        self._render_call: Callable[..., torch.Tensor] | None = None
-        if renderer is not None:
-            traced = self._trace and isinstance(renderer, torch.nn.Module)
-            self._render_call = TracedCall(renderer.render, "renderer", [renderer] if traced else [], enabled=traced)
-            if on_cuda:
-                self._render_call = GraphedCall(renderer.render, "renderer")
+        # every fixed-shape stage traced on the CPU, replayed from a CUDA graph on CUDA (the audio encoders: above)
+        self.stages = StepStages(motion, renderer, self.cfg, self.precision, trace=trace, cuda_graphs=cuda_graphs)
 
     @torch.inference_mode()
     def step(
@@ -239,10 +196,10 @@ class StreamCore:
         steps and guidance). Frames skipped since the last latent get the linear interpolation between the two."""
         fused, gate = self.window(rung.guidance)
         with self.precision.autocast():
-            c_n = self._condition(self.history, fused, self.m0, gate)
+            c_n = self.stages.condition(self.history, fused, self.m0, gate)
             if timer is not None:
                 timer.lap("transformer")
-            latent = self._sampler(rung.steps, rung.guidance)(c_n, self.next_noise()).float()
+            latent = self.stages.sampler(rung.steps, rung.guidance)(c_n, self.next_noise()).float()
         self.take(latent)
         if timer is not None:
             timer.lap("head")
@@ -251,8 +208,13 @@ class StreamCore:
     def window(self, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused audio tokens [B, 94, H] and anchor gates [B] of the frame whose audio was just heard, for the
         guidance branches (or the ``all`` branch alone)."""
-        fused, gate = self.fused, self.anchor_gate
-        assert fused is not None, "hear() the frame's audio before generating it"
+        assert self.fused is not None, "hear() the frame's audio before generating it"
+        return self.branches_of(self.fused, guidance)
+
+    def branches_of(self, fused: torch.Tensor, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused audio tokens [B, 94, H] and anchor gates [B] a rung runs: every guidance branch, or the ``all``
+        branch alone."""
+        gate = self.anchor_gate
         if not guidance:
             fused, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
         return fused, gate
@@ -274,77 +236,16 @@ class StreamCore:
             self.source = latent[None].clone()
         self.index += 1
 
-    def _sampler(self, steps: int, guidance: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        key = (steps, guidance)
-        if key not in self._samplers:
-            motion, cfg = self.motion, self.cfg if guidance else NoGuidance()
-
-            def sample(c_n: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-                return sample_latent(motion, c_n, noise, steps, cfg)
-
-            # the whole sampler (every step, the guidance, the Euler updates) as one trace or one CUDA graph
-            name = f"sampler ({steps} steps, {'guided' if guidance else 'unguided'})"
-            self._samplers[key] = sample
-            if self._trace:
-                self._samplers[key] = TracedCall(sample, name, [self.motion])
-            elif self._cuda_graphs:
-                self._samplers[key] = GraphedCall(sample, name)
-        return self._samplers[key]
-
-    @torch.inference_mode()
-    def warm_up(self, rungs: tuple[Rung, ...] = ()) -> StageCosts:
-        """Run every stage once on silence without touching the state, for every sampler of ``rungs`` too: lazy
-        initialisation, tracing and CUDA graph capture happen here instead of in a live frame. Returns what each
-        stage took: a second call measures the warm stages (the quality ladder starts from it)."""
-        silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
-        feats, audio_ms = [], 0.0
-        for name, size in (("self", self.lookahead_self), ("other", self.lookahead_other)):
-            scratch, ahead = self.features[name].fresh(), np.zeros(size, dtype=np.float32)
-            feats.append(scratch.first(silence, ahead))
-            scratch.commit(silence)
-            started = time.perf_counter()
-            scratch.recent(1, ahead)  # what a live frame encodes
-            audio_ms += self._ms_since(started)
-        fused = self.motion.fuse(feats[0], feats[1], self.branches)
-        noise = torch.zeros(1, self.config.face_dim, device=self.device)
-        latent, sampler_ms = noise[0], {}
-        for steps, guidance in sorted({(r.steps, r.guidance) for r in (self.full_rung, *rungs)}):
-            window, gate = fused, self.anchor_gate
-            if not guidance:
-                window, gate = fused[self._all_branch :][:1], gate[self._all_branch :][:1]
-            started = time.perf_counter()
-            with self.precision.autocast():
-                latent = self._sampler(steps, guidance)(self._condition(self.history, window, self.m0, gate), noise)
-            sampler_ms[(steps, guidance)] = self._ms_since(started)
-        render_ms = 0.0
-        if self._render_call is not None and self._render_stream is not None and self.f_app is not None:
-            render, f_app, target = self._render_call, self.f_app, latent.reshape(1, -1).float()
-            started = time.perf_counter()
-            with self.precision.autocast():  # as a live frame: uint8 on the device, then the host copy
-                self._render_stream.run(lambda: frames_to_uint8(render(target, target, f_app)))
-            render_ms = self._ms_since(started)
-        return StageCosts(audio_ms, sampler_ms, render_ms)
-
-    def _ms_since(self, started: float) -> float:
-        """Milliseconds since ``started`` (``perf_counter``), once the calling thread's CUDA stream is done."""
-        if self.device.type == "cuda":
-            torch.cuda.current_stream().synchronize()
-        return (time.perf_counter() - started) * 1000
-
     @torch.inference_mode()
     def render(self, latent: torch.Tensor) -> np.ndarray:
         """The frame [S, S, 3] uint8 of a generated latent [F]. Only reads state set by the first ``step``, so it
         may run on another thread than ``step`` (the engine renders frame k while it generates frame k + 1)."""
-        render, (source, f_app) = self._render_call, self.render_inputs()
-        assert render is not None and self._render_stream is not None
-        target = latent.reshape(1, -1)
-        with self.precision.autocast():
-            frame = self._render_stream.run(lambda: frames_to_uint8(render(source, target, f_app)))
-        return frame.cpu().numpy()[0]  # already on the host: no copy
+        source, f_app = self.render_inputs()
+        return self.stages.render(source, latent.reshape(1, -1), f_app).cpu().numpy()[0]  # on the host: no copy
 
     def render_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The flow source [1, F] and the appearance volume [1, …] this session's frames are rendered from."""
-        if self.renderer is None or self._render_stream is None or self.f_app is None:
+        if self.renderer is None or self.f_app is None:
             raise InputError("this StreamCore has no renderer: pass one (and f_app) to render frames")
         if self.source is None:
             raise InputError("render() needs a generated latent first: call step()")
@@ -415,32 +316,20 @@ class StreamCore:
             yield self.step(audio_self[start:end], audio_other[start:end], ahead_self, ahead_other, render=render)
 
 
+def _check_options(
+    lookahead_self_ms: float, lookahead_other_ms: float, left_context_ms: float, full_context: bool, flow_source: str
+) -> None:
+    for name, value in (("lookahead_self_ms", lookahead_self_ms), ("lookahead_other_ms", lookahead_other_ms)):
+        if not 0 <= value <= 200 and not full_context:
+            raise InputError(f"{name} must be 0–200 ms, got {value} (DYSTREAM_STREAM__{name.upper()})")
+    if left_context_ms < 0:
+        raise InputError(f"left_context_ms must be >= 0, got {left_context_ms} (DYSTREAM_STREAM__LEFT_CONTEXT_MS)")
+    if flow_source not in ("first", "anchor"):
+        raise InputError(f"flow_source must be 'first' or 'anchor', got {flow_source!r}")
+
+
 def _frame(audio: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(audio, dtype=np.float32).reshape(-1)
     if x.size != SAMPLES_PER_FRAME:
         raise InputError(f"{name} must be exactly {SAMPLES_PER_FRAME} samples (40 ms at 16 kHz), got {x.size}")
     return x
-
-
-class StageTimer:
-    """Per-stage wall times in ms. On CUDA with ``synchronize`` (profiling: ``step``, the benchmarks) the calling
-    thread's stream is synchronised at each boundary (not the device: the renderer's stream keeps running), so the
-    stages are measured, not just queued. The live engine times without it: its motion thread never waits for the
-    device, its laps are the time to queue each stage, and the render, which waits for the finished frame, carries
-    the device's time."""
-
-    def __init__(self, device: torch.device, synchronize: bool = True) -> None:
-        self.cuda = device.type == "cuda" and synchronize
-        self.start = self.last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, stage: str) -> None:
-        if self.cuda:
-            torch.cuda.current_stream().synchronize()
-        now = time.perf_counter()
-        self.laps[stage] = (now - self.last) * 1000
-        self.last = now
-
-    def done(self) -> dict[str, float]:
-        self.laps["total"] = (self.last - self.start) * 1000
-        return self.laps

@@ -23,7 +23,7 @@ audio of the ticks between pictures has none), and the process's GIL switch inte
 ``stream.gil_switch_interval_ms`` (Python's 5 ms by default; shorter lets the loop, which releases the GIL at every
 native call, take it back sooner from the model threads).
 
-``start()`` first runs every stage once for every rung (``StreamCore.warm_up``: tracing, CUDA graph capture) off
+``start()`` first runs every stage once for every rung (``avatar.stream.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time, then once more to time them: the quality ladder starts at the rung those
 costs allow (``QualityGovernor.start_at``). ``clear_self`` (interruption) drops the queued self audio at once, and
 turns every tick of that segment not yet handed out into silence.
@@ -34,14 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,10 +49,12 @@ from avatar.renderer import Renderer
 from avatar.sampling.cfg import CfgScales
 from avatar.settings import ModelSettings, StreamSettings
 from avatar.stream.clock import FrameClock
-from avatar.stream.core import STAGES, StageTimer, StreamCore
+from avatar.stream.core import StreamCore
 from avatar.stream.frames import AudioTick, StreamFrame
+from avatar.stream.handoff import LatentMailbox, TickInbox
 from avatar.stream.keyframes import FORESIGHT, Keyframes
 from avatar.stream.ladder import QualityGovernor, ladder, rung_index
+from avatar.stream.outbox import Outbox
 from avatar.stream.queues import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -64,11 +63,14 @@ from avatar.stream.queues import (
     ms_to_samples,
     to_int16,
 )
+from avatar.stream.stats import FrameStats, summary
+from avatar.stream.threads import TORCH_THREADS, lower_priority
+from avatar.stream.timing import StageTimer
+from avatar.stream.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 
 SUMMARY_EVERY_S = 30.0
-TIMING_WINDOW = 500  # frames kept for the per-stage percentiles in ``stats``
 
 
 class Portrait(Protocol):
@@ -76,57 +78,6 @@ class Portrait(Protocol):
 
     m0: Any  # [1, 512]
     f_app: Any  # appearance volume
-
-
-_CLOSED = object()
-
-
-class _Inbox:
-    """Ticks waiting for the motion thread (filled on the loop, emptied whole by the thread)."""
-
-    def __init__(self) -> None:
-        self._items: deque[Any] = deque()
-        self._ready = threading.Condition()
-        self._closed = False
-
-    def put(self, item: Any) -> None:
-        with self._ready:
-            self._items.append(item)
-            self._ready.notify()
-
-    def take_all(self) -> list[Any] | None:
-        """Everything waiting (blocks until there is something); None once closed."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._items or self._closed)
-            if self._closed:
-                return None
-            items = list(self._items)
-            self._items.clear()
-            return items
-
-    def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
-
-
-class _Mailbox(_Inbox):
-    """The newest latent to render: a new one replaces one not yet taken."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.replaced = 0
-
-    def put(self, item: Any) -> bool:  # type: ignore[override]
-        """Leave ``item`` for the render thread; True when it replaced one that was never rendered."""
-        with self._ready:
-            replaced = bool(self._items)
-            self._items.clear()
-            self._items.append(item)
-            self._ready.notify()
-        if replaced:
-            self.replaced += 1
-        return replaced
 
 
 class AvatarStream:
@@ -176,18 +127,13 @@ class AvatarStream:
         self._threads: list[threading.Thread] = []
         self._clock_task: asyncio.Task[None] | None = None
         self._holds_torch_threads = False
-        self._inbox = _Inbox()
-        self._mailbox = _Mailbox()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._out: asyncio.Queue[Any] | None = None
-        self._cleared: set[int] = set()
+        self._inbox = TickInbox()
+        self._mailbox = LatentMailbox()
+        self._outbox = Outbox()
         self._latest_segment: int | None = None  # newest segment the clock took audio of
-        self._last_ended = 0  # newest segment whose last tick the consumer got
         self._clock = FrameClock(self.fps)
-        self._timings: dict[str, deque[float]] = {stage: deque(maxlen=TIMING_WINDOW) for stage in STAGES}
-        self._created: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self._frames = FrameStats()
         self._ticks = 0
-        self._produced = 0
         self._generated = 0
         self._started_segments: set[int] = set()
 
@@ -198,18 +144,18 @@ class AvatarStream:
         is pushed)."""
         if self._threads:
             raise RuntimeError("AvatarStream.start() was already called")
-        self._loop = asyncio.get_running_loop()
-        self._out = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self._outbox.open(loop)
         # the loop gives the GIL up at every native call (LiveKit's FFI, the VAD) and waits for it back: with
         # Python's 5 ms switch interval, behind the model threads, that wait piled up to 100-500 ms stalls
         sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000.0)
         if self.settings.torch_threads is not None:
-            _TORCH_THREADS.hold(self.settings.torch_threads)
+            TORCH_THREADS.hold(self.settings.torch_threads)
             self._holds_torch_threads = True
         # in a thread at the render thread's priority, so that the measured costs are what the model threads get
-        with ThreadPoolExecutor(1, "dystream-warm-up", _lower_priority, (self.settings.worker_nice,)) as warm_up:
-            await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
-            costs = await self._loop.run_in_executor(warm_up, self.core.warm_up, self.governor.rungs)
+        with ThreadPoolExecutor(1, "dystream-warm-up", lower_priority, (self.settings.worker_nice,)) as thread:
+            await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
+            costs = await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
         self.governor.start_at(costs, 1000.0 / self.fps)
         self._threads = [
             threading.Thread(target=self._run_motion, name="dystream-motion", daemon=True),
@@ -243,12 +189,11 @@ class AvatarStream:
         threads, self._threads = self._threads, []
         for thread in threads:
             await asyncio.to_thread(thread.join)
-        if self._out is not None:
-            self._out.put_nowait(_CLOSED)
+        self._outbox.close()
         if self._holds_torch_threads:
-            _TORCH_THREADS.release()
+            TORCH_THREADS.release()
             self._holds_torch_threads = False
-        log.info("stream closed", extra=self._summary())
+        log.info("stream closed", extra=summary(self.stats))
 
     # -- input (called on the event loop; never blocks it)
 
@@ -268,14 +213,9 @@ class AvatarStream:
         segment = self._self.clear()
         if segment is None:  # nothing queued: the last segment may still be in ticks not yet consumed
             latest = self._latest_segment
-            segment = latest if latest is not None and latest > self._last_ended else None
-        if segment is None or segment in self._cleared:
+            segment = latest if latest is not None and latest > self._outbox.last_ended else None
+        if segment is None or not self._outbox.interrupt(segment):
             return None
-        self._cleared.add(segment)
-        if self._out is not None:
-            kept = [self._scrub(self._out.get_nowait()) for _ in range(self._out.qsize())]
-            for item in kept:
-                self._out.put_nowait(item)
         log.info("self segment interrupted", extra={"segment": segment})
         return segment
 
@@ -286,47 +226,29 @@ class AvatarStream:
     # -- output
 
     def __aiter__(self) -> AsyncIterator[AudioTick | StreamFrame]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[AudioTick | StreamFrame]:
-        if self._out is None:
-            raise RuntimeError("call `await stream.start()` before iterating its ticks")
-        while True:
-            item = await self._out.get()
-            if item is _CLOSED:
-                self._out.put_nowait(_CLOSED)  # later iterators end too
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, AudioTick) and item.segment_end and item.segment_id is not None:
-                self._last_ended = max(self._last_ended, item.segment_id)
-            yield item
+        return self._outbox.items()
 
     @property
     def stats(self) -> dict[str, Any]:
         """Counts, queue depths, the rung and per-stage p50/p95 (ms) over the last frames."""
         out: dict[str, Any] = {
             "ticks": self._ticks,
-            "frames_produced": self._produced,
+            "frames_produced": self._frames.produced,
             "latents_generated": self._generated,
             "latents_not_rendered": self._mailbox.replaced,
-            "ticks_waiting": self._out.qsize() if self._out is not None else 0,
+            "ticks_waiting": self._outbox.waiting,
             "self_queued_s": self._self.queued / SAMPLE_RATE,
             "other_pending_ms": self._other.pending * 1000 / SAMPLE_RATE,
             "other_inserted_ms": self._other.inserted_total * 1000 / SAMPLE_RATE,
             "other_dropped_ms": self._other.dropped_total * 1000 / SAMPLE_RATE,
             "late_ticks": self._clock.late_ticks,
             "clock_reanchors": self._clock.reanchors,
-            "unique_fps": self._fps(),
+            "unique_fps": self._frames.unique_fps(),
             "rung": self.governor.rung.name,
             "rung_changes": self.governor.changes,
             "load": dict(self.governor.last_load),
         }
-        for stage, values in self._timings.items():
-            if values:
-                p50, p95 = np.percentile(np.asarray(values), [50, 95])
-                out[f"{stage}_ms_p50"], out[f"{stage}_ms_p95"] = float(p50), float(p95)
-        return out
+        return {**out, **self._frames.percentiles()}
 
     # -- the clock (on the loop): the timeline, audio first
 
@@ -356,15 +278,14 @@ class AvatarStream:
         )
         self._ticks += 1
         self._log_segment(tick)
-        assert self._out is not None
-        self._out.put_nowait(self._scrub(tick))
+        self._outbox.put(tick)
         self._inbox.put((tick, self_tick, other_tick))
 
     # -- worker threads: motion (newest tick) → render (newest latent) → the loop
 
     def _run_motion(self) -> None:
         torch.set_grad_enabled(False)
-        _lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
+        lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
         keyframes = Keyframes()
         try:
             while (batch := self._inbox.take_all()) is not None:
@@ -397,12 +318,12 @@ class AvatarStream:
                 self.governor.report("motion", busy, due=len(batch), missed=newest)
         except Exception as exc:
             log.exception("stream motion worker failed")
-            self._hand_over(exc)
+            self._outbox.hand_over(exc)
         self._mailbox.close()
 
     def _run_render(self) -> None:
         torch.set_grad_enabled(False)
-        _lower_priority(self.settings.worker_nice)
+        lower_priority(self.settings.worker_nice)
         last_summary = time.perf_counter()
         while (items := self._mailbox.take_all()) is not None:
             tick, latent, rung, timings = items[-1]
@@ -424,36 +345,13 @@ class AvatarStream:
             except Exception as exc:
                 log.exception("stream render worker failed")
                 self._stop.set()
-                self._hand_over(exc)
+                self._outbox.hand_over(exc)
                 return
-            self._record(frame)
-            self._hand_over(frame)
+            self._frames.record(frame)
+            self._outbox.hand_over(frame)
             if frame.created_at - last_summary >= SUMMARY_EVERY_S:
                 last_summary = frame.created_at
-                log.info("stream summary", extra=self._summary())
-
-    def _hand_over(self, item: StreamFrame | BaseException) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._deliver, item)
-
-    def _deliver(self, item: StreamFrame | BaseException) -> None:
-        assert self._out is not None
-        self._out.put_nowait(item)
-
-    def _scrub(self, item: Any) -> Any:
-        """A tick of an interrupted segment becomes a silent idle tick."""
-        if not isinstance(item, AudioTick) or item.segment_id not in self._cleared:
-            return item
-        return replace(item, audio=np.zeros_like(item.audio), segment_id=None, segment_end=False, speaking=False)
-
-    def _record(self, frame: StreamFrame) -> None:
-        self._produced += 1
-        self._created.append(frame.created_at)
-        for stage, ms in frame.timings_ms.items():
-            self._timings[stage].append(ms)
+                log.info("stream summary", extra=summary(self.stats))
 
     def _log_segment(self, tick: AudioTick) -> None:
         segment = tick.segment_id
@@ -463,55 +361,6 @@ class AvatarStream:
         if tick.segment_end and segment is not None:
             self._started_segments.discard(segment)
             log.info("self segment ended", extra={"segment": segment, "tick": tick.index})
-
-    def _fps(self) -> float:
-        created = list(self._created)
-        if len(created) < 2 or created[-1] <= created[0]:
-            return 0.0
-        return (len(created) - 1) / (created[-1] - created[0])
-
-    def _summary(self) -> dict[str, Any]:
-        stats = self.stats
-        stages = tuple(f"{stage}_ms_{q}" for stage in STAGES for q in ("p50", "p95"))
-        keys = ("ticks", "frames_produced", "unique_fps", "rung", "rung_changes", *stages, "late_ticks")
-        return {key: round(stats[key], 2) if isinstance(stats.get(key), float) else stats.get(key) for key in keys}
-
-
-class _TorchThreadsHold:
-    """torch's intra-op thread count is process-wide: the first stream that sets it remembers the process's own, the
-    last one to close puts it back, whatever order they close in (the latest setting applies meanwhile)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._before = 0
-
-    def hold(self, threads: int) -> None:
-        with self._lock:
-            if self._holders == 0:
-                self._before = torch.get_num_threads()
-            self._holders += 1
-            torch.set_num_threads(threads)
-
-    def release(self) -> None:
-        with self._lock:
-            self._holders -= 1
-            if self._holders == 0:
-                torch.set_num_threads(self._before)
-
-
-_TORCH_THREADS = _TorchThreadsHold()
-
-
-def _lower_priority(nice: int) -> None:
-    """Run the calling thread ``nice`` steps below the process (Linux: a thread's nice value is its own). The audio
-    and the publishing run on the event loop and LiveKit's threads: when the CPU is short, they come first and the
-    model takes what is left, which the quality ladder adapts to."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    with contextlib.suppress(OSError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
 
 
 def _tensor(value: Any) -> torch.Tensor:

@@ -66,7 +66,7 @@ class Rung:
 
 @dataclass(frozen=True)
 class StageCosts:
-    """Milliseconds one run of each stage takes, measured on this machine now (``StreamCore.warm_up``)."""
+    """Milliseconds one run of each stage takes, measured on this machine now (``avatar.stream.warm_up``)."""
 
     audio_ms: float  # the audio tokens of one frame (both streams' encoders)
     sampler_ms: dict[tuple[int, bool], float]  # transformer and flow head, per (steps, guidance)

@@ -15,7 +15,8 @@ import torch
 
 from avatar.motion.generator import MotionGenerator
 from avatar.offline import generate
-from avatar.stream.core import StreamCore, table_noise
+from avatar.stream.core import StreamCore
+from avatar.stream.noise import table_noise
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,10 @@ import torch
 from PIL import Image
 
 from avatar.errors import InputError
-from avatar.media.portrait import (
-    PortraitError,
-    crop_portrait,
-    detect_faces,
-    face_box,
-    load_image,
-    prepare_portrait,
-    read_motion_latent,
-    renderer_fingerprint,
-    resize_like_official,
-    square_crop,
-)
+from avatar.media.face_crop import crop_portrait, detect_faces, face_box, resize_like_official, square_crop
+from avatar.media.image import PortraitError, load_image
+from avatar.media.portrait import prepare_portrait
+from avatar.media.portrait_cache import read_motion_latent, renderer_fingerprint
 from avatar.renderer import RendererConfig, random_renderer
 from config.settings import ModelSettings, get_settings
 

@@ -20,7 +20,8 @@ from avatar.motion.checkpoints import random_motion_generator
 from avatar.motion.config import MotionConfig
 from avatar.renderer import RendererConfig, random_renderer
 from avatar.stream.batch import SessionBatch
-from avatar.stream.core import StreamCore, table_noise
+from avatar.stream.core import StreamCore
+from avatar.stream.noise import table_noise
 
 HOST_READS = {"aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.equal.default"}
 FROM_HOST_DATA = {"aten.lift_fresh.default", "aten.lift_fresh_copy.default"}

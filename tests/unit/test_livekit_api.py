@@ -5,7 +5,8 @@ no upper bound: a release that changes any of this fails here, before a user mee
 
 ``AvatarAudioOutput`` (remote mode: only the dispatched avatar gets the speech) extends ``DataStreamAudioOutput``
 through its hooks for the start of a stream and the playback RPCs, and reads the room and the destination it was
-given; those hooks are checked here by name as well."""
+given; those hooks are checked here by name as well, with the livekit utility it waits for the avatar's attribute
+with."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import inspect
 from livekit import rtc
 from livekit.agents import MetricsCollectedEvent, types
 from livekit.agents.metrics.base import AvatarMetrics, Metadata
+from livekit.agents.utils.participant import wait_for_participant_attribute
 from livekit.agents.voice import avatar
 
 
@@ -56,6 +58,8 @@ def test_the_agent_side_outputs_and_receivers_take_our_arguments() -> None:
     source = inspect.getsource(avatar.DataStreamAudioOutput.__init__)
     for attribute in ("self._room", "self._destination_identity", "self._started"):
         assert attribute in source, attribute
+    # livekit.agents.utils does not re-export it: AvatarAudioOutput imports it from its module
+    assert parameters(wait_for_participant_attribute) == ["room", "identity", "attribute", "value"]
 
 
 def test_the_session_and_metrics_bases() -> None:

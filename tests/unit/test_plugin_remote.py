@@ -85,7 +85,7 @@ async def livekit_api():
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    [(_, port)] = runner.addresses
     yield f"http://127.0.0.1:{port}", calls
     await runner.cleanup()
 

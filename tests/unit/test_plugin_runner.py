@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import wave
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -179,26 +180,42 @@ async def test_audio_queued_across_an_interruption_does_not_start_a_new_playback
     await runner.aclose()
 
 
+class SlotWatchingMetrics(MetricsRecorder):
+    """The recorder, waking ``until_video`` at every video slot the runner reports."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.slot = asyncio.Event()
+
+    def on_video_slot(self, *, shown: int, repeated: int, dropped: int) -> None:
+        super().on_video_slot(shown=shown, repeated=repeated, dropped=dropped)
+        self.slot.set()
+
+    async def until_video(self, reached: Callable[[Mapping[str, float]], bool]) -> None:
+        """Returns once the video counts (``summary().video``) satisfy ``reached``, looked at after each slot."""
+        while not reached(self.summary().video):
+            self.slot.clear()
+            await self.slot.wait()
+
+
 async def test_a_picture_that_comes_after_its_slot_is_dropped_and_counted() -> None:
     """A picture whose audio has already been heard is not shown, and the session metrics count it as dropped."""
     options = AvatarOptions(video_width=64, video_height=64, video_fps=25, audio_sample_rate=16000, audio_channels=1)
     audio = QueueAudioOutput(sample_rate=16000, wait_playback_start=True)
     generator = ScriptedGenerator()
-    metrics = MetricsRecorder(fps=25)
+    metrics = SlotWatchingMetrics(fps=25)
     runner = DyStreamRunner(FakeRoom(), audio_recv=audio, video_gen=generator, options=options, metrics=metrics)
     await runner.start()
     video = rtc.VideoFrame(64, 64, rtc.VideoBufferType.RGB24, bytes(64 * 64 * 3))
     for item in (TickAudio(0, None), TickVideo(0, video, "third"), *(TickAudio(k, None) for k in range(1, 8))):
         generator.items.put_nowait(item)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5.0
-    while metrics.summary().video["shown"] < 1 or metrics.summary().video["repeated"] < 2:  # slots 1, 2 have passed
-        assert loop.time() < deadline, metrics.summary().video
-        await asyncio.sleep(0.01)
-    generator.items.put_nowait(TickVideo(1, video, "third"))  # tick 1's slot is gone
-    generator.items.put_nowait(TickAudio(8, None))
-    while metrics.summary().video["dropped"] < 1:
-        assert loop.time() < deadline, metrics.summary().video
-        await asyncio.sleep(0.01)
+    try:
+        async with asyncio.timeout(10.0):  # a deadline for slots that must come, not a pause
+            await metrics.until_video(lambda v: v["shown"] >= 1 and v["repeated"] >= 2)  # slots 1, 2 have passed
+            generator.items.put_nowait(TickVideo(1, video, "third"))  # tick 1's slot is gone
+            generator.items.put_nowait(TickAudio(8, None))
+            await metrics.until_video(lambda v: v["dropped"] >= 1)
+    except TimeoutError:
+        pytest.fail(f"the slots did not come: {metrics.summary().video}")
     assert metrics.summary().video["shown"] == 1
     await runner.aclose()

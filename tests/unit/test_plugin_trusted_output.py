@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.plugins.dystream.testing import FakeRoom
@@ -16,7 +17,9 @@ FINISHED = json.dumps({"playback_position": 1.0, "interrupted": False})
 
 
 async def settle() -> None:
-    for _ in range(20):  # let the callbacks and tasks that are ready run
+    """Let the callbacks and tasks that are ready run: a count of event-loop turns, not a time (no thread and no
+    clock is involved), more than an output that sent at once would need to open its stream."""
+    for _ in range(20):
         await asyncio.sleep(0)
 
 
@@ -48,14 +51,18 @@ async def test_an_impostor_under_the_avatars_identity_gets_nothing_and_its_repor
     output.on("playback_finished", finished.append)
     await settle()
     room.join(AVATAR, **{ATTRIBUTE_PUBLISH_ON_BEHALF: "agent-1"})  # took the identity with a user token
+    speech = rtc.AudioFrame(np.arange(320, dtype=np.int16).tobytes(), 16000, 1, 320)
+    capture = asyncio.create_task(output.capture_frame(speech))
     await settle()
-    assert not output._start_atask.done()  # speech waits for the avatar: nothing is sent while it holds the identity
+    # speech waits for the avatar: nothing is sent while the impostor holds the identity
+    assert room.local_participant.byte_streams == [] and not capture.done()
     assert await room.call_rpc("lk.playback_finished", AVATAR, FINISHED) == "reject"
     assert await room.call_rpc("lk.playback_started", AVATAR) == "reject"
     assert finished == []
 
     room.leave(AVATAR)
     room.join(AVATAR, kind=AGENT_KIND, **{ATTRIBUTE_PUBLISH_ON_BEHALF: "agent-1"})  # the dispatched avatar
-    await settle()
-    assert output._start_atask.done() and output._started
+    await asyncio.wait_for(capture, 5.0)  # a deadline, not a pause: the frame is captured once it is written
+    [stream] = room.local_participant.byte_streams
+    assert stream.destination_identities == [AVATAR] and stream.chunks == [bytes(speech.data)]
     assert await room.call_rpc("lk.playback_started", AVATAR) == "ok"

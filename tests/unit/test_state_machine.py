@@ -15,7 +15,7 @@ from livekit.plugins.dystream import state_attribute
 from livekit.plugins.dystream.gate import SpeechGate
 from livekit.plugins.dystream.state import AvatarState, ConversationState, HeardSpeech, SpeechHysteresis
 from livekit.plugins.dystream.state_attribute import ATTRIBUTE_RUNG, ATTRIBUTE_STATE, StateAttributePublisher
-from livekit.plugins.dystream.vad import create_vad
+from livekit.plugins.dystream.vad import VadWindow, VoiceActivityDetector, create_vad
 
 from config.settings import VadSettings, get_settings
 
@@ -153,6 +153,31 @@ def test_gate_zeroes_outside_speech_and_passes_speech_untouched() -> None:
     assert gate.gated_windows > 0
 
 
+class ThreadRecordingVad:
+    """Delegates to ``vad``, recording the threads of the calls that ran its model (those that classified a window)."""
+
+    def __init__(self, vad: VoiceActivityDetector) -> None:
+        self.vad = vad
+        self.threads: set[int] = set()
+
+    def _classified(self, windows: list[VadWindow]) -> list[VadWindow]:
+        if windows:
+            self.threads.add(threading.get_ident())
+        return windows
+
+    def push(self, pcm: np.ndarray) -> list[VadWindow]:
+        return self._classified(self.vad.push(pcm))
+
+    def completes_window(self, samples: int) -> bool:
+        return self.vad.completes_window(samples)
+
+    def flush(self) -> list[VadWindow]:
+        return self._classified(self.vad.flush())
+
+    def reset(self) -> None:
+        self.vad.reset()
+
+
 def test_gate_on_a_vad_thread_hands_on_the_same_audio_and_reports_in_order() -> None:
     settings = VadSettings(backend="silero")
     user = read_wav("dyadic_other.wav")[: 3 * 16000]
@@ -160,11 +185,9 @@ def test_gate_on_a_vad_thread_hands_on_the_same_audio_and_reports_in_order() -> 
     reference = SpeechGate(create_vad(settings), lambda s, ms: on_loop.append(s) or s, gate=True)
     expected = [c for start in range(0, len(user), 160) for c in reference.push(user[start : start + 160])]
     threaded: list[bool] = []
-    gate = SpeechGate(create_vad(settings), lambda s, ms: threaded.append(s) or s, gate=True)
+    vad = ThreadRecordingVad(create_vad(settings))
+    gate = SpeechGate(vad, lambda s, ms: threaded.append(s) or s, gate=True)
     loop_thread = threading.get_ident()
-    vad_threads: set[int] = set()
-    classify = gate.vad._probability
-    gate.vad._probability = lambda w: vad_threads.add(threading.get_ident()) or classify(w)  # type: ignore[method-assign]
 
     async def run() -> list[np.ndarray]:
         with ThreadPoolExecutor(max_workers=1) as vad_thread:
@@ -177,7 +200,7 @@ def test_gate_on_a_vad_thread_hands_on_the_same_audio_and_reports_in_order() -> 
     got = asyncio.run(run())
     assert threaded == on_loop and any(threaded)
     np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
-    assert vad_threads and loop_thread not in vad_threads  # the model ran off the loop only
+    assert vad.threads and loop_thread not in vad.threads  # the model ran off the loop only
 
 
 def test_gate_off_passes_everything() -> None:

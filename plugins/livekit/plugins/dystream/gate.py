@@ -14,13 +14,13 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from .vad import VadWindow, VoiceActivityDetector
+from .vad import VadWindow, WindowedVad
 
 Report = Callable[[bool, float], bool]  # (window is speech, window duration ms) -> the stream is on
 
 
 class SpeechGate:
-    def __init__(self, vad: VoiceActivityDetector, report: Report, *, gate: bool) -> None:
+    def __init__(self, vad: WindowedVad, report: Report, *, gate: bool) -> None:
         self.vad = vad
         self._report = report
         self.gate = gate

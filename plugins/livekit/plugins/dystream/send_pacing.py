@@ -59,6 +59,12 @@ class PacedAudioOutput(DataStreamAudioOutput):
         super().__init__(room, **kwargs)
         self._pacer = SendPacer(lead_s)
 
+    @property
+    def send_lead_s(self) -> float:
+        """How far ahead of real time each segment is sent at most, in seconds (``lead_s``; ``AvatarSession`` sets
+        ``avatar.remote_send_lead_ms``): how much of the speech the avatar worker holds before it plays it."""
+        return self._pacer.lead_s
+
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)  # the first frame waits for the avatar worker: the count starts after it
         await self._pacer.sent(frame.duration)

@@ -7,7 +7,10 @@ published here are recorded, not sent. Remote participants are added and removed
 emit the same events as a real room. RPC methods registered by the local participant can be invoked with
 ``call_rpc`` (as if a remote participant called them); RPCs it performs are recorded in ``rpc_calls`` and emitted as
 the room's ``"rpc_performed"`` event (destination, method, payload). ``next_event`` waits for an event. Byte streams
-sent to it are delivered with ``send_byte_stream``, as the agent's ``DataStreamAudioOutput`` would send them.
+sent to it are delivered with ``send_byte_stream``, as the agent's ``DataStreamAudioOutput`` would send them; byte
+streams the local participant opens (``stream_bytes``, as ``DataStreamAudioOutput`` does) are recorded in
+``byte_streams`` and emitted as the room's ``"byte_stream_opened"`` event (a ``FakeByteStreamWriter``, which keeps
+the chunks written to it).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class FakeLocalParticipant(FakeParticipant):
         self.published: list[FakePublication] = []
         self._rpc_handlers: dict[str, Callable[[rtc.RpcInvocationData], Any]] = {}
         self.rpc_calls: list[tuple[str, str, str]] = []  # (destination, method, payload)
+        self.byte_streams: list[FakeByteStreamWriter] = []
 
     def register_rpc_method(self, method: str, handler: Callable[[rtc.RpcInvocationData], Any]) -> None:
         self._rpc_handlers[method] = handler
@@ -74,6 +78,20 @@ class FakeLocalParticipant(FakeParticipant):
         self.rpc_calls.append((destination_identity, method, payload))
         self._room.emit("rpc_performed", destination_identity, method, payload)
         return "ok"
+
+    async def stream_bytes(
+        self,
+        name: str,
+        *,
+        topic: str = "",
+        destination_identities: list[str] | None = None,
+        attributes: dict[str, str] | None = None,
+        **_: Any,
+    ) -> FakeByteStreamWriter:
+        writer = FakeByteStreamWriter(name, topic, list(destination_identities or []), dict(attributes or {}))
+        self.byte_streams.append(writer)
+        self._room.emit("byte_stream_opened", writer)
+        return writer
 
     async def publish_track(self, track: Any, options: rtc.TrackPublishOptions) -> FakePublication:
         kind = rtc.TrackKind.KIND_VIDEO if isinstance(track, rtc.LocalVideoTrack) else rtc.TrackKind.KIND_AUDIO
@@ -133,6 +151,24 @@ class FakeRoom(rtc.EventEmitter[str]):
         data = rtc.RpcInvocationData(request_id="fake", caller_identity=caller, payload=payload, response_timeout=5.0)
         result = self.local_participant._rpc_handlers[method](data)
         return await result if asyncio.iscoroutine(result) else result
+
+
+@dataclass
+class FakeByteStreamWriter:
+    """A byte stream the local participant sends: what was written to it, and whether it was closed."""
+
+    name: str
+    topic: str
+    destination_identities: list[str]
+    attributes: dict[str, str]
+    chunks: list[bytes] = field(default_factory=list)
+    closed: bool = False
+
+    async def write(self, data: bytes) -> None:
+        self.chunks.append(bytes(data))
+
+    async def aclose(self, **_: Any) -> None:
+        self.closed = True
 
 
 @dataclass

@@ -15,6 +15,7 @@ import contextlib
 from livekit import rtc
 from livekit.agents import utils
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
+from livekit.agents.utils.participant import wait_for_participant_attribute  # not re-exported by livekit.agents.utils
 
 from .log import logger
 from .send_pacing import PacedAudioOutput
@@ -60,7 +61,7 @@ class AvatarAudioOutput(PacedAudioOutput):
         )
         await utils.wait_for_participant(room=self._room, identity=identity, kind=AGENT_KIND)
         with contextlib.suppress(RuntimeError):  # it left before setting the attribute: look again
-            await utils.wait_for_participant_attribute(
+            await wait_for_participant_attribute(
                 self._room,
                 identity=identity,
                 attribute=ATTRIBUTE_PUBLISH_ON_BEHALF,

@@ -15,7 +15,7 @@ import threading
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -37,6 +37,19 @@ class VadWindow:
     @property
     def duration_ms(self) -> float:
         return len(self.samples) * 1000.0 / SAMPLE_RATE
+
+
+class WindowedVad(Protocol):
+    """What ``SpeechGate`` uses of a detector: a ``VoiceActivityDetector``, or any object that windows and classifies
+    audio the same way (e.g. a wrapper that measures or logs the detector it delegates to)."""
+
+    def push(self, pcm: np.ndarray) -> list[VadWindow]: ...
+
+    def completes_window(self, samples: int) -> bool: ...
+
+    def flush(self) -> list[VadWindow]: ...
+
+    def reset(self) -> None: ...
 
 
 class VoiceActivityDetector(ABC):

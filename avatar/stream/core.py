@@ -237,11 +237,12 @@ class StreamCore:
         self.index += 1
 
     @torch.inference_mode()
-    def render(self, latent: torch.Tensor) -> np.ndarray:
+    def render(self, latent: torch.Tensor, after: torch.cuda.Event | None = None) -> np.ndarray:
         """The frame [S, S, 3] uint8 of a generated latent [F]. Only reads state set by the first ``step``, so it
-        may run on another thread than ``step`` (the engine renders frame k while it generates frame k + 1)."""
+        may run on another thread than ``step`` (the engine renders frame k while it generates frame k + 1);
+        ``after``: the CUDA event the latent is ready at on that thread's stream."""
         source, f_app = self.render_inputs()
-        return self.stages.render(source, latent.reshape(1, -1), f_app).cpu().numpy()[0]  # on the host: no copy
+        return self.stages.render(source, latent.reshape(1, -1), f_app, after).cpu().numpy()[0]  # on the host: no copy
 
     def render_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The flow source [1, F] and the appearance volume [1, …] this session's frames are rendered from."""

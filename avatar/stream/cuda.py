@@ -1,4 +1,5 @@
-"""CUDA fast paths of the streaming step: CUDA graphs for fixed-shape calls, a render stream.
+"""CUDA fast paths of the streaming step: CUDA graphs for fixed-shape calls, a stream for the motion thread and one
+for the renderer.
 
 Everything here is a no-op off CUDA. A CUDA graph is captured once for a callable whose input shapes never change
 (an audio encoder window, the transformer window, a whole sampler, the renderer); any failure to capture, or a
@@ -8,8 +9,9 @@ module.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -62,18 +64,49 @@ class GraphedCall:
             log.warning("cuda graph capture failed, running eagerly", extra={"call": self.name, "error": repr(exc)})
 
 
+class MotionStream:
+    """The engine's motion thread queues its work on a CUDA stream of its own, and marks each latent with an event:
+    the render stream then waits for that latent only, not for the next ticks' work the motion thread has queued
+    since (as it would on a stream both threads share)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def active(self) -> contextlib.AbstractContextManager[object]:
+        """The calling thread's work goes to this stream while the context is open."""
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def mark(self) -> torch.cuda.Event | None:
+        """An event the work queued so far completes (None off CUDA)."""
+        if self.stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+
 class RenderStream:
-    """Runs the renderer on its own CUDA stream (after the motion step's work), then hands back a host tensor: the
-    finished frame, copied into pinned memory without blocking; waiting for that copy is the step's only wait."""
+    """Runs the renderer on its own CUDA stream (after the motion step's work: ``after``, the latent's event, or the
+    calling thread's stream), then hands back a host tensor: the finished frame, copied into pinned memory without
+    blocking; waiting for that copy is the step's only wait."""
 
     def __init__(self, device: torch.device) -> None:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._host: torch.Tensor | None = None  # pinned, reused: each frame is cloned out of it
 
-    def run(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def run(
+        self, fn: Callable[[], torch.Tensor], after: torch.cuda.Event | None = None, uses: Sequence[torch.Tensor] = ()
+    ) -> torch.Tensor:
+        """``fn()`` on the render stream; ``uses``: tensors made on another stream that it reads (kept from the
+        allocator until the render stream is done with them)."""
         if self.stream is None:
             return fn()
-        self.stream.wait_stream(torch.cuda.current_stream())
+        if after is not None:
+            self.stream.wait_event(after)
+        else:
+            self.stream.wait_stream(torch.cuda.current_stream())
+        for tensor in uses:
+            tensor.record_stream(self.stream)
         with torch.cuda.stream(self.stream):
             out = fn()
             if self._host is None or self._host.shape != out.shape or self._host.dtype != out.dtype:

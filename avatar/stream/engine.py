@@ -50,6 +50,7 @@ from avatar.sampling.cfg import CfgScales
 from avatar.settings import ModelSettings, StreamSettings
 from avatar.stream.clock import FrameClock
 from avatar.stream.core import StreamCore
+from avatar.stream.cuda import MotionStream
 from avatar.stream.frames import AudioTick, StreamFrame
 from avatar.stream.handoff import LatentMailbox, TickInbox
 from avatar.stream.keyframes import FORESIGHT, Keyframes
@@ -287,49 +288,56 @@ class AvatarStream:
         torch.set_grad_enabled(False)
         lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
         keyframes = Keyframes()
+        own_stream = MotionStream(self.core.device)  # the render waits for a latent, not for what came after it
         try:
-            while (batch := self._inbox.take_all()) is not None:
-                started = time.perf_counter()
-                rung = self.governor.update()
-                newest = len(batch) - 1
-                for i, (tick, self_tick, other_tick) in enumerate(batch):
-                    timer = StageTimer(self.core.device, synchronize=False)  # no wait for the device
-                    plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
-                    # only a tick that gets a latent encodes its audio, and the ticks since the last one with it
-                    self.core.hear(
-                        self_tick.audio,
-                        other_tick.audio,
-                        self_tick.lookahead,
-                        other_tick.lookahead,
-                        encode=plan.generate,
-                    )
-                    timer.lap("audio")
-                    if not plan.generate:
-                        self.core.skip()
-                        continue
-                    latent = self.core.generate(rung, timer)
-                    self._generated += 1
-                    if plan.render:
-                        replaced = self._mailbox.put((tick, latent, rung, timer.done()))
-                        self.governor.report("render", 0.0, due=1, missed=int(replaced))
-                # every tick is due once; the ticks that came while this thread was busy with an earlier one
-                # are late, whatever the rung does with them (one it interpolates on time is not a miss)
-                busy = time.perf_counter() - started
-                self.governor.report("motion", busy, due=len(batch), missed=newest)
+            with own_stream.active():
+                self._generate_for_ticks(keyframes, own_stream)
         except Exception as exc:
             log.exception("stream motion worker failed")
             self._outbox.hand_over(exc)
         self._mailbox.close()
+
+    def _generate_for_ticks(self, keyframes: Keyframes, own_stream: MotionStream) -> None:
+        """Until the engine closes: hear every tick, generate (and leave for the render thread) the latents the
+        rung and the sound onsets ask for, always for the newest tick."""
+        while (batch := self._inbox.take_all()) is not None:
+            started = time.perf_counter()
+            rung = self.governor.update()
+            newest = len(batch) - 1
+            for i, (tick, self_tick, other_tick) in enumerate(batch):
+                timer = StageTimer(self.core.device, synchronize=False)  # no wait for the device
+                plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
+                # only a tick that gets a latent encodes its audio, and the ticks since the last one with it
+                self.core.hear(
+                    self_tick.audio,
+                    other_tick.audio,
+                    self_tick.lookahead,
+                    other_tick.lookahead,
+                    encode=plan.generate,
+                )
+                timer.lap("audio")
+                if not plan.generate:
+                    self.core.skip()
+                    continue
+                latent = self.core.generate(rung, timer)
+                self._generated += 1
+                if plan.render:
+                    replaced = self._mailbox.put((tick, latent, own_stream.mark(), rung, timer.done()))
+                    self.governor.report("render", 0.0, due=1, missed=int(replaced))
+            # every tick is due once; the ticks that came while this thread was busy with an earlier one
+            # are late, whatever the rung does with them (one it interpolates on time is not a miss)
+            busy = time.perf_counter() - started
+            self.governor.report("motion", busy, due=len(batch), missed=newest)
 
     def _run_render(self) -> None:
         torch.set_grad_enabled(False)
         lower_priority(self.settings.worker_nice)
         last_summary = time.perf_counter()
         while (items := self._mailbox.take_all()) is not None:
-            tick, latent, rung, timings = items[-1]
+            tick, latent, ready, rung, timings = items[-1]
             try:
                 started = time.perf_counter()
-                rgb = self.core.render(latent)
+                rgb = self.core.render(latent, ready)
                 render_s = time.perf_counter() - started
                 self.governor.report("render", render_s)
                 timings = {**timings, "render": render_s * 1000, "total": timings["total"] + render_s * 1000}

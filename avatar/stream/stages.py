@@ -84,14 +84,17 @@ class StepStages:
             self._samplers[key] = fast_call(sample, name, [motion], motion.device, **self._switches())
         return self._samplers[key]
 
-    def render(self, source: torch.Tensor, target: torch.Tensor, f_app: torch.Tensor) -> torch.Tensor:
+    def render(
+        self, source: torch.Tensor, target: torch.Tensor, f_app: torch.Tensor, after: torch.cuda.Event | None = None
+    ) -> torch.Tensor:
         """The frame of ``target`` [1, F], warped from ``source`` with ``f_app``: [1, S, S, 3] uint8 on the host
-        (converted on the device, copied back once)."""
+        (converted on the device, copied back once). ``after``: the event ``target`` is ready at, when it was made on
+        another thread's stream (``MotionStream``)."""
         render, stream = self._render, self._render_stream
         if render is None or stream is None:
             raise RuntimeError("these stages have no renderer")
         with self.precision.autocast():
-            return stream.run(lambda: frames_to_uint8(render(source, target, f_app)))
+            return stream.run(lambda: frames_to_uint8(render(source, target, f_app)), after, uses=(target,))
 
     def _switches(self) -> dict[str, bool]:
         return {"trace": self.trace, "cuda_graphs": self.cuda_graphs}

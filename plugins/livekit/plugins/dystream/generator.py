@@ -7,7 +7,8 @@ What ``DyStreamRunner`` gets from ``async for item in generator``, audio first:
   silence then, not counted as playback: the runner counts every audio frame as playback, so silence between
   segments would start segments that do not exist);
 - one ``TickVideo`` per rendered picture, whenever the engine has it, with the tick it shows (the runner shows it at
-  that tick's slot, or drops it when it comes too late);
+  that tick's slot, or drops it when it comes too late); ``pictures.Pictures`` makes its video frame and records its
+  metrics;
 - ``AudioSegmentEnd`` right after the last tick of each segment that played to its end.
 
 The speaking state (``dystream.state``) follows the audio ticks: the agent speaks while a reply's ticks play (with
@@ -48,16 +49,14 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 from avatar.stream.frames import AudioTick, StreamFrame
 from avatar.stream.queues import SelfQueueFull
 
-from .diagnostics import flash_patch
 from .gate import SpeechGate
 from .log import logger
-from .metrics import FrameMetrics, MetricsRecorder
+from .metrics import MetricsRecorder
 from .pcm import SAMPLE_RATE, To16kMono, to_audio_frame
+from .pictures import Pictures
 from .settings import VadSettings
 from .state import ConversationState, HeardSpeech, SpeechHysteresis
 from .vad import create_vad
-
-ENGINE_DEPTHS = ("ticks_waiting", "self_queued_s", "other_pending_ms", "late_ticks")
 
 
 @dataclass(frozen=True)
@@ -112,15 +111,19 @@ class DyStreamVideoGenerator(VideoGenerator):
         on_rung: Callable[[str], None] | None = None,
     ) -> None:
         self._engine = engine
-        self._on_rung = on_rung  # told the quality rung of the first picture and of every change
-        self._fps = fps
+        self._pictures = Pictures(
+            lambda: getattr(engine, "stats", {}),
+            fps=fps,
+            metrics=metrics,
+            overlay=diagnostic_overlay,
+            on_rung=on_rung,
+        )
         self._frame_ms = 1000.0 / fps
         self._frames: AsyncIterator[Any] | None = None
         self._pending: deque[Item] = deque()
         # the agent's speaking state, as heard: ``state_delay_s`` (the runner's playout lead) after each tick is taken
         self._speech = HeardSpeech(state, frame_ms=self._frame_ms, delay_s=state_delay_s) if state is not None else None
         self._metrics = metrics
-        self._overlay = diagnostic_overlay
         self._audio_source: rtc.AudioSource | None = None
         self._to16k = To16kMono()
 
@@ -141,9 +144,6 @@ class DyStreamVideoGenerator(VideoGenerator):
         if vad.gate_self:
             hysteresis = SpeechHysteresis(vad.start_ms, vad.stop_ms)
             self._self_gate = SpeechGate(create_vad(vad), hysteresis.update, gate=True)
-        self._stats_every = max(1, round(fps))  # engine queue depths are read once a second
-        self._rung: str | None = None
-        self._engine_depths: dict[str, float] = {}
 
     # -- wiring
 
@@ -255,7 +255,7 @@ class DyStreamVideoGenerator(VideoGenerator):
                 raise StopAsyncIteration
             item = await self._frames.__anext__()
             if isinstance(item, StreamFrame):
-                self._on_picture(item)
+                self._pending.append(TickVideo(item.index, self._pictures.video_frame(item), item.rung))
             else:
                 self._on_tick(item)
         item = self._pending.popleft()
@@ -276,49 +276,6 @@ class DyStreamVideoGenerator(VideoGenerator):
             self._started_segments.discard(segment)
         if self._speech is not None:  # speaking while a reply plays, tick by tick (with the state's hysteresis)
             self._speech.tick(shows_speech)
-
-    def _on_picture(self, frame: StreamFrame) -> None:
-        handed_at = time.perf_counter()
-        rgb = flash_patch(frame.rgb, frame.tick.audio) if self._overlay else frame.rgb
-        height, width = rgb.shape[:2]
-        data = memoryview(np.ascontiguousarray(rgb).reshape(-1))
-        video = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGB24, data)
-        self._pending.append(TickVideo(frame.index, video, frame.rung))
-        if frame.rung != self._rung:
-            if self._rung is not None:
-                logger.info(
-                    "avatar quality rung changed",
-                    extra={"rung": frame.rung, "previous": self._rung, "tick": frame.index},
-                )
-            self._rung = frame.rung
-            if self._on_rung is not None:
-                self._on_rung(frame.rung)
-        self._record(frame, handed_at)
-
-    def _record(self, frame: StreamFrame, handed_at: float) -> None:
-        if self._metrics is None:
-            return
-        tick = frame.tick
-        if frame.index % self._stats_every == 0:
-            stats = getattr(self._engine, "stats", {})
-            self._engine_depths = {key: stats[key] for key in ENGINE_DEPTHS if key in stats}
-        hears_user = tick.other_span[1] > tick.other_span[0]
-        # the user's audio trailed the live edge by other_lag_ms when the tick was taken; the picture is ready now
-        listening = tick.other_lag_ms + (handed_at - tick.taken_at) * 1000.0 if hears_user else None
-        self._metrics.on_frame(
-            FrameMetrics(
-                index=frame.index,
-                timestamp=time.time(),
-                speaking=tick.speaking,
-                segment_id=tick.segment_id,
-                timings_ms=dict(frame.timings_ms),
-                handoff_ms=(handed_at - frame.created_at) * 1000.0,
-                other_lag_ms=tick.other_lag_ms,
-                listening_latency_ms=listening,
-                queue_depths=dict(self._engine_depths),
-                rung=frame.rung,
-            )
-        )
 
     async def aclose(self) -> None:
         """Stop iterating and release a runner waiting in ``push_audio``."""

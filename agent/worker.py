@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess, inference
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess, inference
 from livekit.plugins import dystream  # registered here, so the worker's forkserver preloads it
 from livekit.plugins.dystream.capacity import calibrate_sessions
 
@@ -96,12 +96,16 @@ def server_options(settings: Settings, *, http_port: int | None = None) -> dict[
         # the engine (and torch) imported once in the forkserver, not in each job process
         "preload_modules": ["avatar.stream.engine"],
     }
+    if settings.stream.batch_sessions:
+        # the avatars of every job step together on one engine (avatar.stream.device): the jobs share one process
+        options["job_executor_type"] = JobExecutorType.THREAD
     if settings.agent.idle_processes is not None:
         options["num_idle_processes"] = settings.agent.idle_processes
     if settings.agent.prometheus_port is not None:
         options["prometheus_port"] = settings.agent.prometheus_port
-        # the avatars run in the job processes: each writes its metrics to files here, the endpoint adds them up
-        options["prometheus_multiproc_dir"] = tempfile.mkdtemp(prefix="dystream-prometheus-")
+        if not settings.stream.batch_sessions:  # (with it, the jobs run in this process and count here)
+            # the avatars run in the job processes: each writes its metrics to files here, the endpoint adds them up
+            options["prometheus_multiproc_dir"] = tempfile.mkdtemp(prefix="dystream-prometheus-")
     return options
 
 

@@ -134,6 +134,11 @@ class StreamSettings(BaseModel):
         "at most this long for the GIL each time it takes it back from the model threads (5: Python's own; shorter "
         "helped an in-process call on a busy CPU, but measured worse in remote mode)",
     )
+    batch_sessions: bool = Field(
+        False,
+        description="the conversations of a process share one engine per model and device: each tick's latents and "
+        "pictures of all of them in one batch (README: many avatars on one device); off: each its own",
+    )
     torch_threads: int | None = Field(
         None,
         ge=1,

@@ -28,6 +28,7 @@ from avatar.sampling.sampler import sample_latents
 from avatar.stream.core import StreamCore
 from avatar.stream.ladder import Rung
 from avatar.stream.stages import fast_call
+from avatar.stream.timing import StageTimer
 
 
 def group_by_rung(requests: Sequence[tuple[StreamCore, Rung]]) -> list[tuple[list[StreamCore], Rung]]:
@@ -66,8 +67,11 @@ class SessionBatch:
         return cls(core.motion, core.renderer, core.cfg, core.precision.name)
 
     @torch.inference_mode()
-    def generate(self, cores: Sequence[StreamCore], rung: Rung) -> list[torch.Tensor]:
-        """``core.generate(rung)`` for every session at once: the latent [F] of each one's newest heard frame."""
+    def generate(
+        self, cores: Sequence[StreamCore], rung: Rung, timers: Sequence[StageTimer] = ()
+    ) -> list[torch.Tensor]:
+        """``core.generate(rung)`` for every session at once: the latent [F] of each one's newest heard frame.
+        ``timers``: the sessions' stage timers, each lapped at the transformer and the head as ``generate`` does."""
         self._check(cores)
         windows = [core.window(rung.guidance) for core in cores]
         past = torch.stack([core.history for core in cores])  # [N, 94, F]
@@ -84,9 +88,13 @@ class SessionBatch:
         sampler = self._call(("sampler", rung.steps, rung.guidance, count), sample, [motion], motion.device)
         with self.precision.autocast():
             c_n = condition(past, fused, anchors, gates)
+            for timer in timers:
+                timer.lap("transformer")
             latents = sampler(c_n, torch.cat([core.next_noise() for core in cores])).float()
         for core, latent in zip(cores, latents, strict=True):
             core.take(latent)
+        for timer in timers:
+            timer.lap("head")
         return list(latents)
 
     @torch.inference_mode()

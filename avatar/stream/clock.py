@@ -8,6 +8,7 @@ out) then runs behind the wall clock by the stall, and no audio is squeezed or s
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -28,8 +29,14 @@ class FrameClock:
         self.reanchors = 0
         self.late_ticks = 0
 
-    def start(self) -> None:
-        self.t0 = self.now()
+    def start(self, aligned_to: float | None = None) -> None:
+        """Tick 0 is due now, or with ``aligned_to`` (a time on this clock) at the first tick of a timeline that started
+        then: conversations stepped together tick in phase (``avatar.stream.device``)."""
+        now = self.now()
+        if aligned_to is None:
+            self.t0 = now
+        else:
+            self.t0 = aligned_to + math.ceil(max(now - aligned_to, 0.0) / self.period) * self.period
 
     def due(self, k: int) -> float:
         return self.t0 + k * self.period

@@ -85,6 +85,16 @@ class MotionStream:
         return event
 
 
+def receive(tensor: torch.Tensor, ready: torch.cuda.Event | None) -> None:
+    """The calling thread's CUDA stream waits for ``ready`` before it reads ``tensor``, made on another thread's
+    stream, and keeps it from the allocator until it is done with it (no-op without an event)."""
+    if ready is None:
+        return
+    stream = torch.cuda.current_stream()
+    stream.wait_event(ready)
+    tensor.record_stream(stream)
+
+
 class RenderStream:
     """Runs the renderer on its own CUDA stream (after the motion step's work: ``after``, the latent's event, or the
     calling thread's stream), then hands back a host tensor: the finished frame, copied into pinned memory without

@@ -23,6 +23,9 @@ audio of the ticks between pictures has none), and the process's GIL switch inte
 ``stream.gil_switch_interval_ms`` (Python's 5 ms by default; shorter lets the loop, which releases the GIL at every
 native call, take it back sooner from the model threads).
 
+The model threads are those of a ``DeviceEngine`` (``avatar.stream.device``): the stream's own, or with
+``stream.batch_sessions`` the process's, shared with its other conversations and stepping them in batches.
+
 ``start()`` first runs every stage once for every rung (``avatar.stream.warm_up``: tracing, CUDA graph capture) off
 the loop, so the first frame is on time, then once more to time them: the quality ladder starts at the rung those
 costs allow (``QualityGovernor.start_at``). ``clear_self`` (interruption) drops the queued self audio at once, and
@@ -51,10 +54,11 @@ from avatar.settings import ModelSettings, StreamSettings
 from avatar.stream.clock import FrameClock
 from avatar.stream.core import StreamCore
 from avatar.stream.cuda import MotionStream
+from avatar.stream.device import DeviceEngine, Latent, Pending
 from avatar.stream.frames import AudioTick, StreamFrame
 from avatar.stream.handoff import LatentMailbox, TickInbox
 from avatar.stream.keyframes import FORESIGHT, Keyframes
-from avatar.stream.ladder import QualityGovernor, ladder, rung_index
+from avatar.stream.ladder import QualityGovernor, Rung, ladder, rung_index
 from avatar.stream.outbox import Outbox
 from avatar.stream.queues import (
     FRAME_SAMPLES,
@@ -125,11 +129,13 @@ class AvatarStream:
         )
         self._other = LiveBuffer(self.core.lookahead_other, ms_to_samples(stream.max_other_backlog_ms))
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._engine: DeviceEngine | None = None  # the model threads: its own, or the process's (batch_sessions)
         self._clock_task: asyncio.Task[None] | None = None
         self._holds_torch_threads = False
-        self._inbox = TickInbox()
-        self._mailbox = LatentMailbox()
+        self.inbox = TickInbox()
+        self.mailbox = LatentMailbox()
+        self._keyframes = Keyframes()
+        self._last_summary = time.perf_counter()
         self._outbox = Outbox()
         self._latest_segment: int | None = None  # newest segment the clock took audio of
         self._clock = FrameClock(self.fps)
@@ -143,7 +149,7 @@ class AvatarStream:
     async def start(self) -> None:
         """Warm the model up and start the clock and the worker threads; ticks begin at once (silence until audio
         is pushed)."""
-        if self._threads:
+        if self._engine is not None:
             raise RuntimeError("AvatarStream.start() was already called")
         loop = asyncio.get_running_loop()
         self._outbox.open(loop)
@@ -158,12 +164,7 @@ class AvatarStream:
             await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
             costs = await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
         self.governor.start_at(costs, 1000.0 / self.fps)
-        self._threads = [
-            threading.Thread(target=self._run_motion, name="dystream-motion", daemon=True),
-            threading.Thread(target=self._run_render, name="dystream-render", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._engine = DeviceEngine.attach(self, self.settings, shared=self.settings.batch_sessions)
         self._clock_task = asyncio.create_task(self._run_clock(), name="dystream-clock")
         log.info(
             "stream started",
@@ -174,6 +175,7 @@ class AvatarStream:
                 "device": str(self.core.device),
                 "rung": self.governor.rung.name,
                 "adaptive": self.governor.adaptive,
+                "engine_sessions": self._engine.sessions,
             },
         )
 
@@ -185,11 +187,8 @@ class AvatarStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock_task
             self._clock_task = None
-        self._inbox.close()
-        self._mailbox.close()
-        threads, self._threads = self._threads, []
-        for thread in threads:
-            await asyncio.to_thread(thread.join)
+        if self._engine is not None:
+            await self._engine.leave(self)
         self._outbox.close()
         if self._holds_torch_threads:
             TORCH_THREADS.release()
@@ -236,7 +235,7 @@ class AvatarStream:
             "ticks": self._ticks,
             "frames_produced": self._frames.produced,
             "latents_generated": self._generated,
-            "latents_not_rendered": self._mailbox.replaced,
+            "latents_not_rendered": self.mailbox.replaced,
             "ticks_waiting": self._outbox.waiting,
             "self_queued_s": self._self.queued / SAMPLE_RATE,
             "other_pending_ms": self._other.pending * 1000 / SAMPLE_RATE,
@@ -248,13 +247,16 @@ class AvatarStream:
             "rung": self.governor.rung.name,
             "rung_changes": self.governor.changes,
             "load": dict(self.governor.last_load),
+            "engine_sessions": self._engine.sessions if self._engine is not None else 0,
+            "engine_batched_calls": self._engine.batched_rounds if self._engine is not None else 0,
         }
         return {**out, **self._frames.percentiles()}
 
     # -- the clock (on the loop): the timeline, audio first
 
     async def _run_clock(self) -> None:
-        self._clock.start()
+        assert self._engine is not None
+        self._clock.start(aligned_to=self._engine.epoch if self.settings.batch_sessions else None)
         k = 0
         while not self._stop.is_set():
             delay = self._clock.delay(k)
@@ -280,86 +282,66 @@ class AvatarStream:
         self._ticks += 1
         self._log_segment(tick)
         self._outbox.put(tick)
-        self._inbox.put((tick, self_tick, other_tick))
+        self.inbox.put((tick, self_tick, other_tick))
 
-    # -- worker threads: motion (newest tick) → render (newest latent) → the loop
+    # -- the model threads' work for this conversation (``avatar.stream.device``): motion (newest tick) → render
+    # (newest latent) → the loop
 
-    def _run_motion(self) -> None:
-        torch.set_grad_enabled(False)
-        lower_priority(self.settings.worker_nice + self.settings.motion_extra_nice)
-        keyframes = Keyframes()
-        own_stream = MotionStream(self.core.device)  # the render waits for a latent, not for what came after it
-        try:
-            with own_stream.active():
-                self._generate_for_ticks(keyframes, own_stream)
-        except Exception as exc:
-            log.exception("stream motion worker failed")
-            self._outbox.hand_over(exc)
-        self._mailbox.close()
+    def open_boxes(self, motion_ready: threading.Condition, render_ready: threading.Condition) -> None:
+        """The boxes the engine's threads take this conversation's work from, on their conditions."""
+        self.inbox, self.mailbox = TickInbox(motion_ready), LatentMailbox(render_ready)
 
-    def _generate_for_ticks(self, keyframes: Keyframes, own_stream: MotionStream) -> None:
-        """Until the engine closes: hear every tick, generate (and leave for the render thread) the latents the
-        rung and the sound onsets ask for, always for the newest tick."""
-        while (batch := self._inbox.take_all()) is not None:
-            started = time.perf_counter()
-            rung = self.governor.update()
-            newest = len(batch) - 1
-            for i, (tick, self_tick, other_tick) in enumerate(batch):
-                timer = StageTimer(self.core.device, synchronize=False)  # no wait for the device
-                plan = keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
-                # only a tick that gets a latent encodes its audio, and the ticks since the last one with it
-                self.core.hear(
-                    self_tick.audio,
-                    other_tick.audio,
-                    self_tick.lookahead,
-                    other_tick.lookahead,
-                    encode=plan.generate,
-                )
-                timer.lap("audio")
-                if not plan.generate:
-                    self.core.skip()
-                    continue
-                latent = self.core.generate(rung, timer)
-                self._generated += 1
-                if plan.render:
-                    replaced = self._mailbox.put((tick, latent, own_stream.mark(), rung, timer.done()))
-                    self.governor.report("render", 0.0, due=1, missed=int(replaced))
-            # every tick is due once; the ticks that came while this thread was busy with an earlier one
-            # are late, whatever the rung does with them (one it interpolates on time is not a miss)
-            busy = time.perf_counter() - started
-            self.governor.report("motion", busy, due=len(batch), missed=newest)
+    def hear_ticks(self, ticks: list[Any], rung: Rung, motion_stream: MotionStream) -> Pending | None:
+        """Every tick enters the model's window; the ticks the rung and the sound onsets give a latent get one, the
+        newest after the others: it is returned for the engine to generate (with other conversations' newest)."""
+        newest = len(ticks) - 1
+        for i, (tick, self_tick, other_tick) in enumerate(ticks):
+            timer = StageTimer(self.core.device, synchronize=False)  # no wait for the device
+            plan = self._keyframes.plan(tick.index, rung, self_tick.audio, self_tick.ahead, behind=newest - i)
+            # only a tick that gets a latent encodes its audio, and the ticks since the last one with it
+            self.core.hear(
+                self_tick.audio, other_tick.audio, self_tick.lookahead, other_tick.lookahead, encode=plan.generate
+            )
+            timer.lap("audio")
+            if not plan.generate:
+                self.core.skip()
+            elif i == newest:
+                return Pending(tick, plan.render, timer)
+            else:
+                pending = Pending(tick, plan.render, timer)
+                self.take_latent(pending, self.core.generate(rung, timer), rung, motion_stream.mark())
+        return None
 
-    def _run_render(self) -> None:
-        torch.set_grad_enabled(False)
-        lower_priority(self.settings.worker_nice)
-        last_summary = time.perf_counter()
-        while (items := self._mailbox.take_all()) is not None:
-            tick, latent, ready, rung, timings = items[-1]
-            try:
-                started = time.perf_counter()
-                rgb = self.core.render(latent, ready)
-                render_s = time.perf_counter() - started
-                self.governor.report("render", render_s)
-                timings = {**timings, "render": render_s * 1000, "total": timings["total"] + render_s * 1000}
-                frame = StreamFrame(
-                    index=tick.index,
-                    rgb=rgb,
-                    created_at=time.perf_counter(),
-                    timings_ms=timings,
-                    rung=rung.name,
-                    tick=tick,
-                    latent=latent,
-                )
-            except Exception as exc:
-                log.exception("stream render worker failed")
-                self._stop.set()
-                self._outbox.hand_over(exc)
-                return
-            self._frames.record(frame)
-            self._outbox.hand_over(frame)
-            if frame.created_at - last_summary >= SUMMARY_EVERY_S:
-                last_summary = frame.created_at
-                log.info("stream summary", extra=summary(self.stats))
+    def take_latent(self, pending: Pending, latent: torch.Tensor, rung: Rung, ready: Any) -> None:
+        """A latent generated for ``pending``: for the render thread when it gets a picture."""
+        self._generated += 1
+        if pending.render:
+            replaced = self.mailbox.put((pending.tick, latent, ready, rung, pending.timer.done()))
+            self.governor.report("render", 0.0, due=1, missed=int(replaced))
+
+    def show(self, latent: Latent, rgb: np.ndarray, render_s: float) -> None:
+        """The picture of ``latent``, rendered in ``render_s``: handed to the consumer."""
+        tick, value, _, rung, timings = latent
+        timings = {**timings, "render": render_s * 1000, "total": timings["total"] + render_s * 1000}
+        frame = StreamFrame(
+            index=tick.index,
+            rgb=rgb,
+            created_at=time.perf_counter(),
+            timings_ms=timings,
+            rung=rung.name,
+            tick=tick,
+            latent=value,
+        )
+        self._frames.record(frame)
+        self._outbox.hand_over(frame)
+        if frame.created_at - self._last_summary >= SUMMARY_EVERY_S:
+            self._last_summary = frame.created_at
+            log.info("stream summary", extra=summary(self.stats))
+
+    def fail(self, error: BaseException) -> None:
+        """A model thread failed on this conversation: its consumer gets the error, its clock stops."""
+        self._stop.set()
+        self._outbox.hand_over(error)
 
     def _log_segment(self, tick: AudioTick) -> None:
         segment = tick.segment_id

@@ -1,6 +1,7 @@
 """How work passes between the engine's clock and its model threads (docs/architecture.md §9): the clock leaves every
 tick in the motion thread's ``TickInbox``, the motion thread leaves the newest latent in the render thread's
-``LatentMailbox``. Each thread takes what is waiting whole and works on the newest."""
+``LatentMailbox``. Each thread takes what is waiting whole and works on the newest. The boxes of every session a
+device engine steps share that engine's conditions, so one thread waits for all of them (``avatar.stream.device``)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,27 @@ from typing import Any
 
 
 class TickInbox:
-    """Ticks waiting for the motion thread (filled on the loop, emptied whole by the thread)."""
+    """Ticks waiting for the motion thread (filled on the loop, emptied whole by the thread). ``ready``: the
+    condition the thread waits on, shared by the boxes it serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready: threading.Condition | None = None) -> None:
         self._items: deque[Any] = deque()
-        self._ready = threading.Condition()
+        self._ready = ready or threading.Condition()
         self._closed = False
+
+    @property
+    def ready(self) -> threading.Condition:
+        return self._ready
+
+    @property
+    def waiting(self) -> bool:
+        """Something is waiting (read under ``ready``)."""
+        return bool(self._items)
 
     def put(self, item: Any) -> None:
         with self._ready:
             self._items.append(item)
-            self._ready.notify()
+            self._ready.notify_all()
 
     def take_all(self) -> list[Any] | None:
         """Everything waiting (blocks until there is something); None once closed."""
@@ -28,9 +39,13 @@ class TickInbox:
             self._ready.wait_for(lambda: self._items or self._closed)
             if self._closed:
                 return None
-            items = list(self._items)
-            self._items.clear()
-            return items
+            return self.take_waiting()
+
+    def take_waiting(self) -> list[Any]:
+        """Everything waiting, maybe nothing (hold ``ready``)."""
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     def close(self) -> None:
         with self._ready:
@@ -41,8 +56,8 @@ class TickInbox:
 class LatentMailbox(TickInbox):
     """The newest latent to render: a new one replaces one not yet taken."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ready: threading.Condition | None = None) -> None:
+        super().__init__(ready)
         self.replaced = 0
 
     def put(self, item: Any) -> bool:  # type: ignore[override]
@@ -51,7 +66,7 @@ class LatentMailbox(TickInbox):
             replaced = bool(self._items)
             self._items.clear()
             self._items.append(item)
-            self._ready.notify()
+            self._ready.notify_all()
         if replaced:
             self.replaced += 1
         return replaced

@@ -20,6 +20,8 @@ SUMMARY_KEYS = (
     "rung_changes",
     *(f"{stage}_ms_{q}" for stage in STAGES for q in ("p50", "p95")),
     "late_ticks",
+    "engine_sessions",
+    "engine_batched_calls",
 )
 
 

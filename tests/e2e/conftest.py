@@ -45,6 +45,7 @@ RERUN = {
     "test_rejoin.py": 2,
     "test_soak.py": 1,
     "test_browser.py": 2,
+    "test_batched_sessions.py": 2,
 }
 
 

@@ -35,6 +35,20 @@ def test_ticks_are_due_one_period_apart() -> None:
     assert clock.late_ticks == 0 and clock.reanchors == 0
 
 
+def test_a_clock_aligned_to_another_timeline_ticks_in_phase_with_it() -> None:
+    now = FakeTime()
+    first = FrameClock(25, now=now)
+    first.start()
+    now.t += 0.513  # a second conversation starts later, between two of the first one's ticks
+    second = FrameClock(25, now=now)
+    second.start(aligned_to=first.due(0))
+    assert second.due(0) == pytest.approx(first.due(13))  # its first tick waits for the first one's next (7 ms)
+    assert second.due(5) == pytest.approx(first.due(18))
+    third = FrameClock(25, now=now)
+    third.start(aligned_to=now.t)  # on a tick of the timeline: due at once
+    assert third.due(0) == pytest.approx(now.t)
+
+
 def test_a_stall_reanchors_instead_of_bursting() -> None:
     now = FakeTime()
     clock = FrameClock(25, now=now)

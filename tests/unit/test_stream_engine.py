@@ -333,3 +333,43 @@ async def test_streams_give_torch_its_thread_count_back_in_any_close_order(model
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+async def test_conversations_sharing_a_device_engine_are_stepped_together_and_each_keeps_time(models) -> None:
+    """``batch_sessions``: two conversations share one motion and one render thread; their clocks tick in phase and
+    each round generates their newest ticks' latents and renders their pictures in one call each. Each keeps 25 ticks a
+    second and gets its own pictures; one leaving does not stop the other; the threads end with the last."""
+    first, second = (_engine(models, batch_sessions=True, pinned_rung="full") for _ in range(2))
+    await first.start()
+    await second.start()
+    try:
+        assert first.stats["engine_sessions"] == second.stats["engine_sessions"] == 2
+        started = time.perf_counter()
+        (ticks_a, pictures_a), (ticks_b, pictures_b) = await asyncio.gather(_take(first, 50), _take(second, 50))
+        elapsed = time.perf_counter() - started
+        assert elapsed < 50 * PERIOD * 1.5, f"50 ticks took {elapsed:.2f} s"
+        for ticks, pictures in ((ticks_a, pictures_a), (ticks_b, pictures_b)):
+            assert [t.index for t in ticks] == list(range(ticks[0].index, ticks[0].index + 50))
+            assert len(pictures) >= 10 and all(p.rgb.shape == (64, 64, 3) for p in pictures)
+        assert first.stats["engine_batched_calls"] > 0  # both conversations in one call
+        await first.aclose()
+        more, pictures = await _take(second, 25)  # the other goes on alone
+        assert len(more) == 25 and pictures and second.stats["engine_sessions"] == 1
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert not [t.name for t in threading.enumerate() if t.name in ("dystream-motion", "dystream-render")]
+
+
+async def test_without_batch_sessions_each_conversation_has_threads_of_its_own(models) -> None:
+    """Without ``batch_sessions`` every conversation runs its own threads."""
+    first, second = _engine(models), _engine(models)
+    await first.start()
+    await second.start()
+    try:
+        assert first.stats["engine_sessions"] == second.stats["engine_sessions"] == 1
+        await asyncio.gather(_take(first, 10), _take(second, 10))
+        assert first.stats["engine_batched_calls"] == second.stats["engine_batched_calls"] == 0
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -17,11 +17,6 @@ class TickInbox:
     def __init__(self, ready: threading.Condition | None = None) -> None:
         self._items: deque[Any] = deque()
         self._ready = ready or threading.Condition()
-        self._closed = False
-
-    @property
-    def ready(self) -> threading.Condition:
-        return self._ready
 
     @property
     def waiting(self) -> bool:
@@ -33,24 +28,11 @@ class TickInbox:
             self._items.append(item)
             self._ready.notify_all()
 
-    def take_all(self) -> list[Any] | None:
-        """Everything waiting (blocks until there is something); None once closed."""
-        with self._ready:
-            self._ready.wait_for(lambda: self._items or self._closed)
-            if self._closed:
-                return None
-            return self.take_waiting()
-
     def take_waiting(self) -> list[Any]:
-        """Everything waiting, maybe nothing (hold ``ready``)."""
+        """Everything waiting, maybe nothing (the caller holds ``ready``)."""
         items = list(self._items)
         self._items.clear()
         return items
-
-    def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
 
 
 class LatentMailbox(TickInbox):

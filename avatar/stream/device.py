@@ -91,21 +91,28 @@ class DeviceEngine:
         self._key: tuple[Any, ...] | None = None
 
     @classmethod
-    def attach(cls, session: Session, settings: StreamSettings, *, shared: bool) -> DeviceEngine:
-        """``session`` joins an engine: the process's engine for its models when ``shared``, else one of its own."""
+    def for_session(cls, core: StreamCore, settings: StreamSettings, *, shared: bool) -> DeviceEngine:
+        """The engine a session of ``core`` joins: the process's engine for its networks, guidance and precision
+        when ``shared``, else one of its own."""
         if not shared:
-            engine = cls(session.core, settings)
-            engine._join(session)
-            return engine
-        core = session.core  # sessions batched together share the networks, the guidance and the precision
+            return cls(core, settings)
         key = (id(core.motion), id(core.renderer), repr(core.cfg), core.precision.name)
         with cls._shared_lock:
             engine = cls._shared.get(key)
             if engine is None:
-                engine = cls._shared[key] = cls(session.core, settings)
+                engine = cls._shared[key] = cls(core, settings)
                 engine._key = key
-            engine._join(session)
             return engine
+
+    def join(self, session: Session, settings: StreamSettings) -> DeviceEngine:
+        """``session`` joins; returns the engine it joined: this one, or a new one when this one closed meanwhile
+        (its last session left between ``for_session`` and now)."""
+        with self._shared_lock:
+            if not self._closed:
+                self._join(session)
+                return self
+        engine = DeviceEngine.for_session(session.core, settings, shared=self._key is not None)
+        return engine.join(session, settings)
 
     @property
     def sessions(self) -> int:

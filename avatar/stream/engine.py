@@ -71,7 +71,7 @@ from avatar.stream.queues import (
 from avatar.stream.stats import FrameStats, summary
 from avatar.stream.threads import TORCH_THREADS, lower_priority
 from avatar.stream.timing import StageTimer
-from avatar.stream.warm_up import warm_up
+from avatar.stream.warm_up import warm_up, warm_up_batch
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +159,15 @@ class AvatarStream:
         if self.settings.torch_threads is not None:
             TORCH_THREADS.hold(self.settings.torch_threads)
             self._holds_torch_threads = True
+        engine = DeviceEngine.for_session(self.core, self.settings, shared=self.settings.batch_sessions)
         # in a thread at the render thread's priority, so that the measured costs are what the model threads get
         with ThreadPoolExecutor(1, "dystream-warm-up", lower_priority, (self.settings.worker_nice,)) as thread:
             await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
             costs = await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
+            for count in range(2, engine.sessions + 2):  # the rounds it may be batched in, with this session
+                await loop.run_in_executor(thread, warm_up_batch, engine.batch, self.core, count, self.governor.rungs)
         self.governor.start_at(costs, 1000.0 / self.fps)
-        self._engine = DeviceEngine.attach(self, self.settings, shared=self.settings.batch_sessions)
+        self._engine = engine.join(self, self.settings)
         self._clock_task = asyncio.create_task(self._run_clock(), name="dystream-clock")
         log.info(
             "stream started",

@@ -8,12 +8,14 @@ that no live frame pays for it. A second call measures the warm stages; the qual
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
 import torch
 
 from avatar.motion.audio import SAMPLES_PER_FRAME
+from avatar.stream.batch import SessionBatch
 from avatar.stream.core import StreamCore
 from avatar.stream.ladder import Rung, StageCosts
 from avatar.stream.timing import ms_since
@@ -49,3 +51,24 @@ def warm_up(core: StreamCore, rungs: tuple[Rung, ...] = ()) -> StageCosts:
         core.stages.render(target, target, core.f_app)  # as a live frame: uint8 on the device, then the host copy
         render_ms = ms_since(started, core.device)
     return StageCosts(audio_ms, sampler_ms, render_ms)
+
+
+@torch.inference_mode()
+def warm_up_batch(batch: SessionBatch, core: StreamCore, count: int, rungs: tuple[Rung, ...] = ()) -> None:
+    """Run ``batch``'s stages once for ``count`` sessions like ``core`` (the sampler of every rung, the renderer) on
+    scratch copies of it, so that a live round of ``count`` conversations does not trace or capture them. ``core``'s
+    state is not touched."""
+    silence = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
+    feats = [
+        core.features[name].fresh().first(silence, np.zeros(size, dtype=np.float32))
+        for name, size in (("self", core.lookahead_self), ("other", core.lookahead_other))
+    ]
+    scratch = copy.copy(core)
+    scratch.fused = core.motion.fuse(feats[0], feats[1], core.branches)
+    scratch.noise = lambda j: torch.zeros(core.config.face_dim, device=core.device)  # not the session's draws
+    cores, latents = [scratch], [torch.zeros(core.config.face_dim, device=core.device)]
+    for steps, guidance in sorted({(r.steps, r.guidance) for r in (core.full_rung, *rungs)}):
+        cores = [copy.copy(scratch) for _ in range(count)]
+        latents = batch.generate(cores, Rung("warm-up", steps, guidance, 1, 1))
+    if core.renderer is not None and core.f_app is not None:
+        batch.render(cores, latents)

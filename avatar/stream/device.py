@@ -104,15 +104,15 @@ class DeviceEngine:
                 engine._key = key
             return engine
 
-    def join(self, session: Session, settings: StreamSettings) -> DeviceEngine:
+    def join(self, session: Session) -> DeviceEngine:
         """``session`` joins; returns the engine it joined: this one, or a new one when this one closed meanwhile
         (its last session left between ``for_session`` and now)."""
         with self._shared_lock:
             if not self._closed:
                 self._join(session)
                 return self
-        engine = DeviceEngine.for_session(session.core, settings, shared=self._key is not None)
-        return engine.join(session, settings)
+        engine = DeviceEngine.for_session(session.core, self.settings, shared=self._key is not None)
+        return engine.join(session)
 
     @property
     def sessions(self) -> int:

@@ -164,10 +164,11 @@ class AvatarStream:
         with ThreadPoolExecutor(1, "dystream-warm-up", lower_priority, (self.settings.worker_nice,)) as thread:
             await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
             costs = await loop.run_in_executor(thread, warm_up, self.core, self.governor.rungs)
-            for count in range(2, engine.sessions + 2):  # the rounds it may be batched in, with this session
+            if engine.sessions:  # a round of all of them, with this one (rounds of fewer: warmed as they joined)
+                count = engine.sessions + 1
                 await loop.run_in_executor(thread, warm_up_batch, engine.batch, self.core, count, self.governor.rungs)
         self.governor.start_at(costs, 1000.0 / self.fps)
-        self._engine = engine.join(self, self.settings)
+        self._engine = engine.join(self)
         self._clock_task = asyncio.create_task(self._run_clock(), name="dystream-clock")
         log.info(
             "stream started",
